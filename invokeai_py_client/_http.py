@@ -54,7 +54,10 @@ def make_status_error(method: str, response: httpx.Response) -> APIStatusError:
     body = _decode_body(response)
     detail = body.get("detail", body) if isinstance(body, dict) else body
     text = json.dumps(detail)[:2000] if not isinstance(detail, str) else detail[:2000]
-    url = response.request.url if response.has_request() else ""
+    try:
+        url = str(response.request.url)
+    except RuntimeError:  # a response built by hand has no request
+        url = ""
     message = f"{method} {url} -> {response.status_code}: {text or response.reason_phrase}"
     return status_error_class(response.status_code)(message, response=response, body=body)
 
@@ -112,7 +115,7 @@ class HttpCore:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         files: Any = None,
-        timeout: float | None | NotGiven = NOT_GIVEN,
+        timeout: float | NotGiven | None = NOT_GIVEN,
         retry: bool | None = None,
         absolute: bool = False,
     ) -> httpx.Response:
@@ -150,7 +153,7 @@ class HttpCore:
         params: Mapping[str, Any] | None,
         json_body: Any,
         files: Any,
-        timeout: float | None | NotGiven,
+        timeout: float | NotGiven | None,
     ) -> httpx.Response:
         client = self._client()
         extra: dict[str, Any] = {}

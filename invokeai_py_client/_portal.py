@@ -101,5 +101,5 @@ def sync_twin(
         coro = async_method(*args, **kwargs)
         return owner._portal.call(coro)  # type: ignore[no-any-return]
 
-    method.__doc__ = f"Blocking form of ``{async_method.__name__}``.\n\n{async_method.__doc__ or ''}"
+    method.__doc__ = f"Blocking form of ``{async_method.__name__}``.\n\n{async_method.__doc__}"
     return method

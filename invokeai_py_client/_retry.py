@@ -52,7 +52,9 @@ def parse_retry_after(response: httpx.Response | None, now: float | None = None)
     return None
 
 
-def backoff(attempt: int, retry_after: float | None = None, *, rng: random.Random | None = None) -> float:
+def backoff(
+    attempt: int, retry_after: float | None = None, *, rng: random.Random | None = None
+) -> float:
     """Delay before retry number ``attempt`` (0-based)."""
     if retry_after is not None:
         return retry_after

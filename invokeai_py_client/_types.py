@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final, TypeAlias
 
-__all__ = ["NOT_GIVEN", "JSONDict", "NotGiven", "TimeoutArg"]
+__all__ = ["NOT_GIVEN", "JSONDict", "NotGiven"]
 
 JSONDict: TypeAlias = dict[str, Any]
 
@@ -27,5 +27,3 @@ class NotGiven:
 
 
 NOT_GIVEN: Final = NotGiven()
-
-TimeoutArg: TypeAlias = "float | None | NotGiven"

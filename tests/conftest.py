@@ -18,7 +18,14 @@ OWN_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
 @pytest.fixture(autouse=True)
 def _clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Proxies would route loopback traffic away from the test server."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

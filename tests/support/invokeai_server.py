@@ -104,7 +104,9 @@ def _logged_port(log_path: Path) -> int | None:
     return int(match[-1]) if match else None
 
 
-def start(root: Path | None = None, port: int | None = None, extra_config: str = "") -> RunningServer:
+def start(
+    root: Path | None = None, port: int | None = None, extra_config: str = ""
+) -> RunningServer:
     """Start ``invokeai-web`` on loopback and wait until it serves its version route."""
     venv = provision()
     root = root or Path(tempfile.mkdtemp(prefix="invokeai-root-"))

@@ -1,0 +1,44 @@
+"""The client's own surface against the real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from invokeai_py_client import InvokeAIClient, NotFoundError
+
+pytestmark = pytest.mark.invokeai
+
+
+def test_health_check_and_version(client: InvokeAIClient) -> None:
+    assert client.health_check() is True
+    assert client.version() == "6.14.2"
+
+
+async def test_async_twins(aclient: InvokeAIClient) -> None:
+    assert await aclient.ahealth_check() is True
+    assert await aclient.aversion() == "6.14.2"
+
+
+def test_health_check_false_when_nothing_listens() -> None:
+    from tests.support.invokeai_server import free_port
+
+    with InvokeAIClient("127.0.0.1", free_port(), max_retries=0) as c:
+        assert c.health_check() is False
+
+
+def test_status_error_from_real_server(client: InvokeAIClient) -> None:
+    with pytest.raises(NotFoundError) as info:
+        client._portal.call(client._http.request("GET", "/images/i/no-such-image.png"))
+    assert info.value.status_code == 404
+
+
+async def test_socketio_session_connects(aclient: InvokeAIClient) -> None:
+    async with aclient.socketio_session() as sio:
+        assert sio.connected
+
+
+def test_context_manager_closes_the_portal(invokeai_url: str) -> None:
+    with InvokeAIClient.from_url(invokeai_url) as c:
+        assert c.health_check()
+        assert c._portal.running
+    assert not c._portal.running
