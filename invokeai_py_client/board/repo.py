@@ -1,0 +1,225 @@
+"""``BoardRepository``: boards, and the image operations that need no board.
+
+Routes (InvokeAI 6.14, ``app/api/routers/boards.py`` and ``images.py``): boards under
+``/boards/``, images under ``/images/``. The server does not list the uncategorized board;
+it is the ``board_id="none"`` filter of the image routes, so we build it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .._portal import sync_twin
+from .handle import BoardHandle
+from .models import (
+    ASSET_CATEGORIES,
+    IMAGE_CATEGORIES,
+    UNCATEGORIZED_BOARD_ID,
+    Board,
+    BoardDeletion,
+    IvkImage,
+    uncategorized_board,
+)
+
+if TYPE_CHECKING:
+    from ..client import InvokeAIClient
+
+__all__ = ["BoardRepository"]
+
+
+def image_path(image_name: str, suffix: str = "") -> str:
+    """The API path of one image (names are UUID file names, quoted for safety)."""
+    return f"/images/i/{quote(image_name, safe='')}{suffix}"
+
+
+class BoardRepository:
+    """Boards and their images on one server (``client.board_repo``).
+
+    Example:
+        >>> board = client.board_repo.create_board("renders")
+        >>> handle = client.board_repo.get_board_handle(board.board_id)
+        >>> image = handle.upload_image("cat.png")
+    """
+
+    def __init__(self, client: InvokeAIClient) -> None:
+        self._client = client
+        self._http = client._http
+        self._portal = client._portal
+
+    # -- boards ---------------------------------------------------------------------------
+
+    async def alist_boards(
+        self, include_uncategorized: bool = True, *, include_archived: bool = False
+    ) -> list[Board]:
+        """All boards the caller can see, newest first.
+
+        Args:
+            include_uncategorized: append the uncategorized pseudo-board (id ``"none"``).
+            include_archived: include archived boards.
+
+        Returns:
+            The boards, with image and asset counts.
+        """
+        params = {"all": "true", "include_archived": str(include_archived).lower()}
+        body = await self._http.get_json("/boards/", params=params)
+        boards = [Board.model_validate(item) for item in body]
+        if include_uncategorized:
+            boards.append(await self._uncategorized_board())
+        return boards
+
+    list_boards = sync_twin(alist_boards)
+
+    async def _count_images(self, board_id: str, categories: tuple[str, ...]) -> int:
+        # limit=0 is the server's own count-only query (images.py, list_image_dtos).
+        params: dict[str, Any] = {
+            "board_id": board_id,
+            "categories": list(categories),
+            "is_intermediate": "false",
+            "limit": 0,
+        }
+        body = await self._http.get_json("/images/", params=params)
+        return int(body["total"])
+
+    async def _uncategorized_board(self) -> Board:
+        images, assets = await asyncio.gather(
+            self._count_images(UNCATEGORIZED_BOARD_ID, IMAGE_CATEGORIES),
+            self._count_images(UNCATEGORIZED_BOARD_ID, ASSET_CATEGORIES),
+        )
+        return uncategorized_board(images, assets)
+
+    async def aget_board(self, board_id: str) -> Board:
+        """One board by id (``"none"`` gives the uncategorized pseudo-board).
+
+        Raises:
+            NotFoundError: no board has this id.
+        """
+        if board_id == UNCATEGORIZED_BOARD_ID:
+            return await self._uncategorized_board()
+        body = await self._http.get_json(f"/boards/{quote(board_id, safe='')}")
+        return Board.model_validate(body)
+
+    get_board = sync_twin(aget_board)
+
+    async def aget_board_by_name(self, name: str) -> Board | None:
+        """The newest board with exactly this name, or None.
+
+        Board names are not unique on the server; when several match, the most recently
+        created one wins (the server lists newest first).
+        """
+        for board in await self.alist_boards(include_uncategorized=False, include_archived=True):
+            if board.board_name == name:
+                return board
+        return None
+
+    get_board_by_name = sync_twin(aget_board_by_name)
+
+    async def acreate_board(self, name: str) -> Board:
+        """Create a board (the server allows duplicate names; each gets a new id)."""
+        body = await self._http.post_json("/boards/", params={"board_name": name})
+        return Board.model_validate(body)
+
+    create_board = sync_twin(acreate_board)
+
+    async def aupdate_board(
+        self,
+        board_id: str,
+        *,
+        board_name: str | None = None,
+        archived: bool | None = None,
+        cover_image_name: str | None = None,
+        board_visibility: str | None = None,
+    ) -> Board:
+        """Change a board's name, archived flag, cover image or visibility.
+
+        Only the arguments given are sent. Raises ``NotFoundError`` for an unknown id.
+        """
+        changes = {
+            "board_name": board_name,
+            "archived": archived,
+            "cover_image_name": cover_image_name,
+            "board_visibility": board_visibility,
+        }
+        body = await self._http.patch_json(
+            f"/boards/{quote(board_id, safe='')}",
+            json_body={k: v for k, v in changes.items() if v is not None},
+        )
+        return Board.model_validate(body)
+
+    update_board = sync_twin(aupdate_board)
+
+    async def arename_board(self, board_id: str, new_name: str) -> Board:
+        """Rename a board; returns the updated board."""
+        return await self.aupdate_board(board_id, board_name=new_name)
+
+    rename_board = sync_twin(arename_board)
+
+    async def adelete_board(self, board_id: str, delete_images: bool = False) -> BoardDeletion:
+        """Delete a board.
+
+        Args:
+            board_id: the board to delete.
+            delete_images: also delete its images; otherwise they become uncategorized.
+
+        Returns:
+            The names of the images that were deleted or moved off the board.
+
+        Raises:
+            NotFoundError: no board has this id (also for ``"none"``, which is not a board).
+        """
+        body = await self._http.delete_json(
+            f"/boards/{quote(board_id, safe='')}",
+            params={"include_images": str(delete_images).lower()},
+        )
+        return BoardDeletion.model_validate(body)
+
+    delete_board = sync_twin(adelete_board)
+
+    # -- handles --------------------------------------------------------------------------
+
+    async def aget_board_handle(self, board_id: str) -> BoardHandle:
+        """A handle on one board's images; checks that the board exists.
+
+        Raises:
+            NotFoundError: no board has this id.
+        """
+        if board_id != UNCATEGORIZED_BOARD_ID:
+            await self.aget_board(board_id)
+        return BoardHandle(self, board_id)
+
+    get_board_handle = sync_twin(aget_board_handle)
+
+    def get_uncategorized_handle(self) -> BoardHandle:
+        """A handle on the images that belong to no board (no request is made)."""
+        return BoardHandle(self, UNCATEGORIZED_BOARD_ID)
+
+    # -- images, by name ------------------------------------------------------------------
+
+    async def aget_image(self, image_name: str) -> IvkImage:
+        """One image record by name. Raises ``NotFoundError`` if there is none."""
+        return IvkImage.model_validate(await self._http.get_json(image_path(image_name)))
+
+    get_image = sync_twin(aget_image)
+
+    async def adownload_image(self, image_name: str, full_resolution: bool = True) -> bytes:
+        """The image file: the full PNG, or the server's WEBP thumbnail when not full."""
+        suffix = "/full" if full_resolution else "/thumbnail"
+        response = await self._http.request("GET", image_path(image_name, suffix))
+        return response.content
+
+    download_image = sync_twin(adownload_image)
+
+    async def astream_image(
+        self, image_name: str, *, thumbnail: bool = False
+    ) -> AsyncIterator[bytes]:
+        """Yield an image file in chunks, without holding it all in memory.
+
+        Raises:
+            NotFoundError: no image has this name (raised before the first chunk).
+        """
+        suffix = "/thumbnail" if thumbnail else "/full"
+        async with self._http.stream("GET", image_path(image_name, suffix)) as response:
+            async for chunk in response.aiter_bytes():
+                yield chunk
