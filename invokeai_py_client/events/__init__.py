@@ -1,0 +1,39 @@
+"""Socket.IO events of the session queue: typed models and the per-loop event hub."""
+
+from .models import (
+    BatchEnqueuedEvent,
+    EventsResyncEvent,
+    InvocationCompleteEvent,
+    InvocationErrorEvent,
+    InvocationEvent,
+    InvocationProgressEvent,
+    InvocationStartedEvent,
+    InvokeAIEvent,
+    QueueClearedEvent,
+    QueueItemEvent,
+    QueueItemsCanceledEvent,
+    QueueItemsRetriedEvent,
+    QueueItemStatusChangedEvent,
+    parse_event,
+)
+from .session import EventHub, Subscription, connect_socketio
+
+__all__ = [
+    "BatchEnqueuedEvent",
+    "EventHub",
+    "EventsResyncEvent",
+    "InvocationCompleteEvent",
+    "InvocationErrorEvent",
+    "InvocationEvent",
+    "InvocationProgressEvent",
+    "InvocationStartedEvent",
+    "InvokeAIEvent",
+    "QueueClearedEvent",
+    "QueueItemEvent",
+    "QueueItemStatusChangedEvent",
+    "QueueItemsCanceledEvent",
+    "QueueItemsRetriedEvent",
+    "Subscription",
+    "connect_socketio",
+    "parse_event",
+]
