@@ -1,0 +1,24 @@
+"""Installed models, and matching a workflow's model references to them."""
+
+from .models import BaseModelEnum, IvkDnnModel, ModelFormat, ModelType
+from .repo import DnnModelRepository
+from .sync import (
+    MatchMethod,
+    ModelSyncReport,
+    ResolvedModel,
+    UnresolvedModel,
+    resolve_model_references,
+)
+
+__all__ = [
+    "BaseModelEnum",
+    "DnnModelRepository",
+    "IvkDnnModel",
+    "MatchMethod",
+    "ModelFormat",
+    "ModelSyncReport",
+    "ModelType",
+    "ResolvedModel",
+    "UnresolvedModel",
+    "resolve_model_references",
+]
