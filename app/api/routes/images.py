@@ -1,0 +1,200 @@
+"""Images: upload into InvokeAI, and stream full images or thumbnails back out.
+
+Downloads are relayed chunk by chunk from InvokeAI's response (never held whole in memory),
+with its content type and length. Uploads are counted while they arrive and refused with 413
+as soon as they pass ``GATEWAY_MAX_UPLOAD_BYTES``, before the body is read to the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive
+
+from app.core.errors import GatewayError, NotFound, PayloadTooLarge
+from invokeai_py_client import InvokeAIClient
+from invokeai_py_client.board.repo import image_path
+from invokeai_py_client.exceptions import APIStatusError, NotFoundError
+
+__all__ = ["ImageUploaded", "router"]
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+# Headers of InvokeAI's image response worth passing on to our caller.
+RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
+# Multipart framing (boundaries, part headers) on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class UnsupportedImage(GatewayError):
+    """InvokeAI could not read the uploaded bytes as an image."""
+
+    status_code = 415
+    title = "Unsupported image"
+
+
+class UploadInvalid(GatewayError):
+    """A multipart body without the image part."""
+
+    status_code = 422
+    title = "Invalid upload"
+
+
+class ImageUploaded(BaseModel):
+    """An uploaded image: its name on InvokeAI and where to fetch it through the gateway."""
+
+    image_name: str
+    url: str
+    thumbnail_url: str
+    board_id: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A ``receive`` that raises once more than ``limit`` body bytes have arrived."""
+    seen = 0
+
+    async def receive_limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return receive_limited
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+
+
+async def _read_upload(request: Request, limit: int) -> tuple[str, bytes]:
+    """The file part of a multipart body, refusing bodies above ``limit`` early."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise _too_large(limit)
+    counted = Request(request.scope, _limited(request.receive, limit + MULTIPART_OVERHEAD))
+    try:
+        async with counted.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise UploadInvalid("send the image as the multipart field 'file'")
+            if upload.size is not None and upload.size > limit:
+                raise _too_large(limit)
+            return upload.filename or "image.png", await upload.read()
+    except _BodyTooLarge:
+        raise _too_large(limit) from None
+
+
+def _client(request: Request) -> InvokeAIClient:
+    client: InvokeAIClient = request.app.state.client
+    return client
+
+
+def _links(request: Request, image_name: str) -> dict[str, str]:
+    url = str(request.url_for("download_image", image_name=image_name).path)
+    return {"url": url, "thumbnail_url": f"{url}?thumbnail=1"}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImageUploaded,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+    responses={413: {"description": "The upload is above GATEWAY_MAX_UPLOAD_BYTES."}},
+)
+async def upload_image(
+    request: Request,
+    board_id: Annotated[str | None, Query(description="Put the image on this board.")] = None,
+) -> ImageUploaded:
+    """Upload an image (multipart field ``file``) into InvokeAI; returns its name."""
+    limit = int(request.app.state.settings.max_upload_bytes)
+    filename, data = await _read_upload(request, limit)
+    repo = _client(request).board_repo
+    handle = await _board_handle(repo, board_id)
+    try:
+        image = await handle.aupload_image_data(data, filename)
+    except APIStatusError as exc:
+        if exc.status_code == status.HTTP_415_UNSUPPORTED_MEDIA_TYPE:
+            raise UnsupportedImage("InvokeAI cannot read the upload as an image") from exc
+        raise
+    return ImageUploaded(
+        image_name=image.image_name,
+        board_id=board_id,
+        width=getattr(image, "width", None),
+        height=getattr(image, "height", None),
+        **_links(request, image.image_name),
+    )
+
+
+async def _board_handle(repo: Any, board_id: str | None) -> Any:
+    if board_id is None:
+        return repo.get_uncategorized_handle()
+    try:
+        return await repo.aget_board_handle(board_id)
+    except NotFoundError as exc:
+        raise NotFound(f"board {board_id} not found") from exc
+
+
+@router.get(
+    "/{image_name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The image file."},
+        404: {"description": "No image has this name."},
+    },
+)
+async def download_image(
+    request: Request,
+    image_name: str,
+    thumbnail: Annotated[bool, Query(description="The WEBP thumbnail instead.")] = False,
+) -> StreamingResponse:
+    """Stream an image from InvokeAI: the full PNG, or the thumbnail with ``?thumbnail=1``."""
+    path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
+    stack = contextlib.AsyncExitStack()
+    try:
+        upstream = await stack.enter_async_context(_client(request)._http.stream("GET", path))
+    except NotFoundError as exc:
+        await stack.aclose()
+        raise NotFound(f"image {image_name} not found") from exc
+    except BaseException:
+        await stack.aclose()
+        raise
+    headers = {k: upstream.headers[k] for k in RELAYED_HEADERS if k in upstream.headers}
+    media_type = headers.pop("content-type", "application/octet-stream")
+    return StreamingResponse(_relay(upstream, stack), media_type=media_type, headers=headers)
+
+
+async def _relay(upstream: Any, stack: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+    # Closing the stack releases InvokeAI's connection, also when our caller goes away.
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await stack.aclose()
