@@ -210,12 +210,21 @@ class _Resolver:
     ) -> dict[str, Any]:
         found = match_model(as_ref(identifier), self.installed)
         if found is None:
-            self.report.unresolved.append(UnresolvedModel(node_id, field_name, path, identifier))
+            unresolved = UnresolvedModel(node_id, field_name, path, copy.deepcopy(identifier))
+            self.report.unresolved.append(unresolved)
             return identifier
         model, method = found
         resolved = rewrite_identifier(identifier, model)
         self.report.resolved.append(
-            ResolvedModel(node_id, field_name, path, method, dict(identifier), resolved)
+            # Copies, so editing the returned workflow cannot rewrite the report.
+            ResolvedModel(
+                node_id,
+                field_name,
+                path,
+                method,
+                copy.deepcopy(identifier),
+                copy.deepcopy(resolved),
+            )
         )
         return resolved
 
