@@ -1,0 +1,1 @@
+"""Editor workflow files: the pure core (definition, inputs, graph, outputs) and its I/O shells."""
