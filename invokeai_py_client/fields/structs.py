@@ -63,8 +63,10 @@ def _int_in(data: Mapping[str, Any], key: str, low: int | None, high: int | None
     v = data.get(key)
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"'{key}' must be an integer, got {describe(v)}")
-    if (low is not None and v < low) or (high is not None and v > high):
+    if low is not None and high is not None and not low <= v <= high:
         raise ValueError(f"'{key}' must be between {low} and {high}, got {v}")
+    if low is not None and v < low:
+        raise ValueError(f"'{key}' must be at least {low}, got {v}")
     return v
 
 
@@ -215,7 +217,7 @@ class IvkCLIPField(_LoadedModelField):
 
     def _coerce(self, v: Any) -> dict[str, Any]:
         data = super()._coerce(v)
-        data["skipped_layers"] = _int_in({"s": data.get("skipped_layers", 0)}, "s", 0, None)
+        data["skipped_layers"] = _int_in({"skipped_layers": 0, **data}, "skipped_layers", 0, None)
         return data
 
 
