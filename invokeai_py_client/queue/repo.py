@@ -102,10 +102,11 @@ class QueueRepository:
     cancel_by_batch_ids = sync_twin(acancel_by_batch_ids)
 
     async def alist_item_ids(self, *, newest_first: bool = True) -> list[int]:
-        """The ids of every item in the queue."""
-        order = "DESC" if newest_first else "ASC"
-        body = await self._http.get_json(f"{self._base}/item_ids", params={"order_dir": order})
-        return [int(i) for i in body.get("item_ids", [])]
+        """The ids of every item in the queue, newest (highest id) first by default."""
+        body = await self._http.get_json(f"{self._base}/item_ids")
+        # The server orders by created_at, whole seconds: items of one second come in any
+        # order. Ids grow with creation, so sort by id here.
+        return sorted((int(i) for i in body.get("item_ids", [])), reverse=newest_first)
 
     list_item_ids = sync_twin(alist_item_ids)
 
