@@ -1,0 +1,94 @@
+"""``client.workflow_repo``: turn a workflow definition into a runnable handle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._portal import sync_twin
+from ..exceptions import APIConnectionError, APIStatusError, WorkflowValidationError
+from .definition import WorkflowDefinition
+from .handle import WorkflowHandle
+
+if TYPE_CHECKING:
+    from ..client import InvokeAIClient
+    from ..fields.schema import InvocationSchemas
+
+__all__ = ["WorkflowRepository"]
+
+
+def _as_definition(
+    definition: WorkflowDefinition | Mapping[str, Any] | str | Path,
+) -> WorkflowDefinition:
+    if isinstance(definition, WorkflowDefinition):
+        return definition
+    if isinstance(definition, str | Path):
+        return WorkflowDefinition.from_file(definition)
+    return WorkflowDefinition.from_dict(definition)
+
+
+def _node_types(definition: WorkflowDefinition) -> set[str]:
+    types = set()
+    for node in definition.nodes:
+        data = node.get("data") if node.get("type") == "invocation" else None
+        if isinstance(data, dict) and isinstance(data.get("type"), str):
+            types.add(data["type"])
+    return types
+
+
+class WorkflowRepository:
+    """Creates ``WorkflowHandle`` objects, typed from the server's invocation schemas."""
+
+    def __init__(self, client: InvokeAIClient) -> None:
+        self._client = client
+        self._portal = client._portal
+        self._schemas: InvocationSchemas | None = None
+
+    async def aget_schemas(self, require: Iterable[str] = ()) -> InvocationSchemas | None:
+        """The server's invocation schemas (cached), or None when the server cannot say.
+
+        Args:
+            require: node types the caller needs; a cached copy lacking one is refreshed.
+        """
+        needed = frozenset(require)
+        if self._schemas is not None and needed <= self._schemas.node_types:
+            return self._schemas
+        from ..fields.schema import load_invocation_schemas
+
+        try:
+            self._schemas = await load_invocation_schemas(self._client._http, require=needed)
+        except (APIConnectionError, APIStatusError):
+            # No server (or no schema route): inputs fall back to the file's own values.
+            return self._schemas
+        return self._schemas
+
+    get_schemas = sync_twin(aget_schemas)
+
+    async def acreate_workflow(
+        self, definition: WorkflowDefinition | Mapping[str, Any] | str | Path
+    ) -> WorkflowHandle:
+        """A handle to set the inputs of a workflow and run it.
+
+        Inputs are typed from the server's schema when the server is reachable, else from
+        the values in the file.
+
+        Args:
+            definition: a ``WorkflowDefinition`` (or a workflow dict, or a file path).
+
+        Raises:
+            WorkflowValidationError: the workflow is broken (its ``problems`` say how).
+
+        Example:
+            >>> wf = client.workflow_repo.create_workflow(WorkflowDefinition.from_file(p))
+            >>> wf.list_inputs()[0].label
+            'Width'
+        """
+        defn = _as_definition(definition)
+        problems = defn.validate_workflow()
+        if problems:
+            raise WorkflowValidationError(problems)
+        schemas = await self.aget_schemas(_node_types(defn))
+        return WorkflowHandle(self._client, defn, schemas)
+
+    create_workflow = sync_twin(acreate_workflow)
