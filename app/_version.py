@@ -1,0 +1,12 @@
+"""The gateway's version: the project's single version source."""
+
+from __future__ import annotations
+
+from invokeai_py_client._version import __version__
+
+__all__ = ["gateway_version"]
+
+
+def gateway_version() -> str:
+    """The version string shown in the OpenAPI document."""
+    return __version__

@@ -1,0 +1,20 @@
+"""The API router: every route module, included once."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.routes import boards, events, health, images, models, runs, workflows
+
+__all__ = ["api_router"]
+
+api_router = APIRouter()
+api_router.include_router(workflows.router)
+api_router.include_router(runs.router)
+
+# h6 routers
+api_router.include_router(events.router)
+api_router.include_router(images.router)
+api_router.include_router(boards.router)
+api_router.include_router(models.router)
+api_router.include_router(health.router)

@@ -1,0 +1,174 @@
+"""Runs: start one with index-keyed inputs, list the history, show one, cancel."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import ValidationError
+
+from app import crud
+from app.api.deps import RunDep, RunServiceDep, SessionDep, SettingsDep, WorkflowDep
+from app.api.limits import read_body_limited
+from app.core.errors import GatewayError, InputInvalid
+from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
+from app.services.follow import outputs_with_urls
+
+__all__ = ["parse_prefer_wait", "router", "run_public"]
+
+router = APIRouter(tags=["runs"])
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
+
+RUN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": RunCreate.model_json_schema(),
+                "example": {"inputs": {"0": "a prompt", "3": 30}, "board_id": None},
+            }
+        },
+    }
+}
+
+
+class BadCursor(GatewayError):
+    """A ``cursor`` this service did not hand out."""
+
+    status_code = 400
+    title = "Invalid cursor"
+
+
+def parse_prefer_wait(prefer: str | None, cap: float) -> float | None:
+    """Seconds asked for by ``Prefer: wait=N`` (RFC 7240), capped; None when absent."""
+    if not prefer:
+        return None
+    match = _PREFER_WAIT.search(prefer)
+    return min(float(match.group(1)), cap) if match else None
+
+
+def run_public(run: Run) -> dict[str, Any]:
+    """The API view of a run row."""
+    return {
+        **run.model_dump(exclude={"outputs", "error"}),
+        "error": run.error,
+        "outputs": outputs_with_urls(run.outputs or []),
+        "links": {
+            "self": f"/runs/{run.id}",
+            "events": f"/runs/{run.id}/events",
+            "cancel": f"/runs/{run.id}/cancel",
+            "workflow": f"/workflows/{run.workflow_id}",
+        },
+    }
+
+
+def _run_response(run: Run, code: int, extra: dict[str, str] | None = None) -> Response:
+    body = RunPublic.model_validate(run_public(run)).model_dump_json()
+    headers = {"Location": f"/runs/{run.id}", **(extra or {})}
+    return Response(body, status_code=code, media_type="application/json", headers=headers)
+
+
+async def _run_body(request: Request, limit: int) -> RunCreate:
+    raw = await read_body_limited(request, limit)
+    try:
+        return RunCreate.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        errors = [
+            {"index": None, "label": None, "reason": f"{'.'.join(map(str, e['loc']))}: {e['msg']}"}
+            for e in exc.errors()
+        ]
+        raise InputInvalid("the run body is not valid", errors=errors) from exc
+
+
+@router.post(
+    "/workflows/{workflow_id}/runs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunPublic,
+    openapi_extra=RUN_BODY,
+    responses={
+        200: {"model": RunPublic, "description": "Finished within `Prefer: wait=N`."},
+        404: {"description": "Unknown workflow."},
+        413: {"description": "The body is above GATEWAY_MAX_UPLOAD_BYTES."},
+        422: {"description": "Bad inputs: `errors` names each index, its label and why."},
+        503: {"description": "InvokeAI is unreachable (the run was not submitted)."},
+    },
+)
+async def create_run(
+    request: Request,
+    workflow: WorkflowDep,
+    service: RunServiceDep,
+    settings: SettingsDep,
+    prefer: Annotated[str | None, Header(description="`wait=N`: block up to N s")] = None,
+) -> Response:
+    """Run a workflow with values keyed by input index (unset inputs keep their value)."""
+    body = await _run_body(request, settings.max_upload_bytes)
+    run = await service.submit(workflow=workflow, inputs=body.inputs, board_id=body.board_id)
+    wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
+    if wait is None:
+        return _run_response(run, status.HTTP_202_ACCEPTED)
+    await service.wait(run.id, wait)
+    run = service.load(run.id)
+    code = status.HTTP_200_OK if RunStatus(run.status).terminal else status.HTTP_202_ACCEPTED
+    return _run_response(run, code, {"Preference-Applied": f"wait={prefer_value(wait)}"})
+
+
+def prefer_value(wait: float) -> str:
+    """``wait`` as it goes back in ``Preference-Applied``."""
+    return str(int(wait)) if float(wait).is_integer() else str(wait)
+
+
+@router.get("/runs", response_model=RunsPublic, responses={400: {"description": "Bad cursor."}})
+def list_runs(
+    session: SessionDep,
+    workflow_id: Annotated[str | None, Query(description="Only runs of this workflow.")] = None,
+    status_: Annotated[
+        list[RunStatus] | None, Query(alias="status", description="Only runs in these statuses.")
+    ] = None,
+    created_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive.")] = None,
+    created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive.")] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The run history, newest first, with cursor paging."""
+    try:
+        position = crud.decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise BadCursor(str(exc)) from exc
+    rows = crud.list_runs(
+        session=session,
+        workflow_id=workflow_id,
+        status=[s.value for s in status_] if status_ else None,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=position,
+        limit=limit,
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return {
+        "data": [run_public(r) for r in page],
+        "count": len(page),
+        "next_cursor": crud.encode_cursor(page[-1]) if more and page else None,
+    }
+
+
+@router.get(
+    "/runs/{run_id}", response_model=RunPublic, responses={404: {"description": "Unknown run."}}
+)
+def get_run(run: RunDep) -> dict[str, Any]:
+    """One run: status, timestamps, error with the failing node, outputs with image URLs."""
+    return run_public(run)
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunPublic,
+    responses={404: {"description": "Unknown run."}, 503: {"description": "InvokeAI is down."}},
+)
+async def cancel_run(run: RunDep, service: RunServiceDep) -> Response:
+    """Cancel a run (a finished run is returned as it is)."""
+    updated = await service.cancel(run.id)
+    code = status.HTTP_200_OK if RunStatus(updated.status).terminal else status.HTTP_202_ACCEPTED
+    return _run_response(updated, code)

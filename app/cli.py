@@ -1,0 +1,88 @@
+"""``invokeai-gateway serve | migrate`` (also ``python -m app``).
+
+Every flag of ``serve`` has an environment twin (``INVOKEAI_URL``, ``GATEWAY_*``); a flag given
+on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from app.core.config import Settings
+from app.core.db import run_migrations
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+# flag -> Settings field
+SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--invokeai-url": ("invokeai_url", str, "InvokeAI base URL [INVOKEAI_URL]"),
+    "--database-url": ("database_url", str, "database URL [GATEWAY_DATABASE_URL]"),
+    "--data-dir": ("data_dir", str, "folder of the default SQLite file [GATEWAY_DATA_DIR]"),
+    "--host": ("host", str, "address to bind [GATEWAY_HOST]"),
+    "--port": ("port", int, "port to bind [GATEWAY_PORT]"),
+    "--max-upload-bytes": ("max_upload_bytes", int, "largest body [GATEWAY_MAX_UPLOAD_BYTES]"),
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, (dest, kind, help_text) in SERVE_FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="invokeai-gateway", description="REST gateway in front of InvokeAI."
+    )
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="migrate the database, then serve the API")
+    _add_settings_flags(serve)
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
+    _add_settings_flags(migrate)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    overrides: dict[str, Any] = {
+        dest: getattr(args, dest)
+        for dest, _kind, _help in SERVE_FLAGS.values()
+        if getattr(args, dest, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _serve(settings: Settings, log_level: str) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; ``serve`` when no command is given."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve"])
+    command = args.command
+    settings = settings_from_args(args)
+    if command == "migrate":
+        logging.basicConfig(level=logging.INFO)
+        settings.ensure_data_dir()
+        run_migrations(settings.database_url)
+        logging.getLogger(__name__).info("database at head: %s", settings.database_url)
+        return 0
+    _serve(settings, args.log_level)
+    return 0

@@ -1,0 +1,70 @@
+"""The application factory: ``create_app(settings)`` and the lifespan that owns resources.
+
+Nothing is created at import time. The lifespan migrates the database, opens the InvokeAI
+client (used async), the event broker and the run service, and puts them on ``app.state``;
+the dependencies in ``app.api.deps`` read them from there. InvokeAI may be down: the service
+starts anyway and the run service keeps trying to reach it in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app._version import gateway_version
+from app.api.main import api_router
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, run_migrations
+from app.core.errors import install_handlers
+from app.events import InMemoryEventBroker
+from app.services.runs import RunService
+from invokeai_py_client import InvokeAIClient
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+A small REST gateway in front of an InvokeAI server: register editor-exported workflow files,
+run them by sending only the values that change (keyed by input index), follow runs live over
+Server-Sent Events, and find every run in a durable history. Errors are
+`application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway application for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_data_dir()
+        if settings.migrate_on_start:
+            run_migrations(settings.database_url)
+        engine = make_engine(settings.database_url)
+        client = InvokeAIClient.from_url(settings.invokeai_url)
+        broker = InMemoryEventBroker()
+        run_service = RunService(engine=engine, client=client, broker=broker, settings=settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.client = client
+        app.state.broker = broker
+        app.state.run_service = run_service
+        await run_service.start()
+        try:
+            yield
+        finally:
+            await run_service.stop()
+            await broker.close()
+            await client.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="InvokeAI gateway",
+        version=gateway_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(api_router)
+    return app

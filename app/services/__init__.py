@@ -1,0 +1,1 @@
+"""Services of the gateway: workflow registration and the run lifecycle."""

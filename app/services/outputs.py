@@ -1,0 +1,54 @@
+"""What a finished run produced: images per output node, and the values of leaf nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invokeai_py_client.workflow.definition import WorkflowDefinition
+from invokeai_py_client.workflow.outputs import map_output_values, map_outputs_to_images
+
+__all__ = ["compute_outputs", "plain_value"]
+
+
+def plain_value(result: dict[str, Any]) -> Any:
+    """A node result without its ``type`` tag; a single member is unwrapped."""
+    members = {k: v for k, v in result.items() if k != "type"}
+    if len(members) == 1:
+        return next(iter(members.values()))
+    return members
+
+
+def _leaf_node_ids(definition: dict[str, Any]) -> set[str]:
+    # Nodes that feed nothing: their values are what the workflow computes.
+    sources = {e.get("source") for e in definition.get("edges") or [] if isinstance(e, dict)}
+    return {n["id"] for n in definition.get("nodes") or [] if n.get("id") not in sources}
+
+
+def compute_outputs(definition: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per output node: image nodes (non-intermediate) and leaf value nodes."""
+    defn = WorkflowDefinition.from_dict(definition)
+    outputs: list[dict[str, Any]] = [
+        {
+            "node_id": images.node_id,
+            "node_type": images.node_type,
+            "label": images.label,
+            "image_names": list(images.image_names),
+            "board_id": images.board_id,
+            "values": [],
+        }
+        for images in map_outputs_to_images(defn, item)
+    ]
+    leaves = _leaf_node_ids(definition)
+    for value in map_output_values(defn, item):
+        if value.node_id in leaves and value.results:
+            outputs.append(
+                {
+                    "node_id": value.node_id,
+                    "node_type": value.node_type,
+                    "label": value.label,
+                    "image_names": [],
+                    "board_id": None,
+                    "values": [plain_value(r) for r in value.results],
+                }
+            )
+    return outputs

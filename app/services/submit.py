@@ -1,0 +1,101 @@
+"""Enqueueing one run: the handle's ``enqueue_batch`` body, the run's board, exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.errors import InputInvalid, WorkflowInvalid
+from invokeai_py_client.exceptions import (
+    InputValidationError,
+    UnprocessableEntityError,
+    WorkflowValidationError,
+)
+from invokeai_py_client.workflow.handle import WorkflowHandle
+
+__all__ = ["Enqueued", "apply_board", "enqueue_run", "server_problems"]
+
+ORIGIN = "invokeai-gateway"
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """Where InvokeAI put a run."""
+
+    batch_id: str
+    item_id: int
+
+
+def apply_board(body: dict[str, Any], definition: dict[str, Any], board_id: str) -> None:
+    """Send every image-writing node's output to ``board_id`` unless its board was set."""
+    has_board = {
+        n["id"]
+        for n in definition.get("nodes") or []
+        if "board" in ((n.get("data") or {}).get("inputs") or {})
+    }
+    for node_id, node in body["batch"]["graph"]["nodes"].items():
+        if node_id in has_board and not node.get("board"):
+            node["board"] = {"board_id": board_id}
+
+
+def server_problems(exc: UnprocessableEntityError, handle: WorkflowHandle) -> list[dict[str, Any]]:
+    """InvokeAI's validation errors, each tied to the input index it concerns when one does."""
+    by_target = {(i.node_id, i.field_name): i for i in handle.list_inputs()}
+    problems = []
+    detail = exc.detail if isinstance(exc.detail, list) else [{"msg": str(exc.detail)}]
+    for entry in detail:
+        loc = [str(part) for part in entry.get("loc", [])] if isinstance(entry, dict) else []
+        reason = entry.get("msg", str(entry)) if isinstance(entry, dict) else str(entry)
+        item = next((i for (n, f), i in by_target.items() if n in loc and f in loc), None)
+        problems.append(
+            {
+                "index": item.input_index if item else None,
+                "label": item.label if item else None,
+                "field_name": item.field_name if item else None,
+                "node_id": item.node_id if item else None,
+                "reason": f"InvokeAI refused it: {reason} (at {'.'.join(loc)})",
+            }
+        )
+    return problems
+
+
+def _body(handle: WorkflowHandle, batch_id: str) -> dict[str, Any]:
+    try:
+        return handle.preview(batch_id=batch_id)
+    except InputValidationError as exc:
+        problem = {
+            "index": exc.index,
+            "label": exc.label,
+            "field_name": exc.field_name,
+            "node_id": exc.node_id,
+            "reason": exc.reason,
+        }
+        raise InputInvalid(str(exc), errors=[problem]) from exc
+    except WorkflowValidationError as exc:
+        raise WorkflowInvalid(str(exc), errors=[{"reason": p} for p in exc.problems]) from exc
+
+
+async def enqueue_run(
+    handle: WorkflowHandle, *, board_id: str | None, destination: str | None = None
+) -> Enqueued:
+    """Enqueue the handle's current values once (the client never re-sends an enqueue).
+
+    Raises:
+        InputInvalid: a required input has no value, or InvokeAI refused a value.
+        WorkflowInvalid: the workflow cannot be sent to this server.
+        APIConnectionError: InvokeAI is unreachable and did not take the batch.
+    """
+    handle.origin = ORIGIN
+    handle.destination = destination
+    body = _body(handle, str(uuid.uuid4()))
+    if board_id:
+        apply_board(body, handle.definition.to_dict(), board_id)
+    try:
+        result = await handle._client.queue_repo.aenqueue_batch(body)
+    except UnprocessableEntityError as exc:
+        problems = server_problems(exc, handle)
+        raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
+    if not result.item_ids:
+        raise InputInvalid(f"InvokeAI's queue took no item of batch {result.batch_id} (full?)")
+    return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
