@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -75,6 +75,7 @@ class HttpCore:
         max_retries: int,
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        authenticate: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
@@ -83,6 +84,9 @@ class HttpCore:
         self.max_retries = max_retries
         self.token = token
         self._transport = transport
+        # Multi-user servers: log in lazily before the first request, and again once on a 401
+        # (tokens expire after a day).
+        self._authenticate = authenticate
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -127,8 +131,12 @@ class HttpCore:
             retry: force retrying on or off; by default only idempotent methods retry.
         """
         url = path if absolute else self.api_url(path)
+        needs_login = self._authenticate is not None and not path.startswith("/auth/")
+        if needs_login and self.token is None:
+            await self.login()
         may_retry = is_idempotent(method) if retry is None else retry
         attempts = self.max_retries + 1 if may_retry else 1
+        relogged = False
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
@@ -140,11 +148,22 @@ class HttpCore:
                 continue
             if response.is_success:
                 return response
+            if response.status_code == 401 and needs_login and not relogged:
+                relogged = True
+                await self.login()
+                response = await self._send_once(method, url, params, json_body, files, timeout)
+                if response.is_success:
+                    return response
             if not last and should_retry_status(response.status_code):
                 await asyncio.sleep(backoff(attempt, parse_retry_after(response)))
                 continue
             raise make_status_error(method, response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def login(self) -> None:
+        """Get a fresh token from the configured authenticator."""
+        if self._authenticate is not None:
+            self.token = await self._authenticate()
 
     async def _send_once(
         self,

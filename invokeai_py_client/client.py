@@ -102,6 +102,7 @@ class InvokeAIClient:
             max_retries=max_retries,
             token=api_key,
             transport=transport,
+            authenticate=self._fetch_token if username is not None else None,
         )
         self._portal = Portal()
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventHub] = (
@@ -149,13 +150,16 @@ class InvokeAIClient:
 
     version = sync_twin(aversion)
 
-    async def alogin(self) -> None:
-        """Log in to a multi-user server with the configured username and password."""
+    async def _fetch_token(self) -> str:
         from .auth import login
 
         if self.username is None or self._password is None:
             raise ValueError("username and password are needed to log in")
-        self._http.token = await login(self._http, self.username, self._password)
+        return await login(self._http, self.username, self._password)
+
+    async def alogin(self) -> None:
+        """Log in to a multi-user server now (otherwise it happens before the first request)."""
+        self._http.token = await self._fetch_token()
 
     login = sync_twin(alogin)
 

@@ -157,3 +157,18 @@ async def test_socketio_handshake_takes_the_token_in_auth(
 async def test_client_socketio_session_sends_the_token(admin_client: InvokeAIClient) -> None:
     async with admin_client.socketio_session() as sio:
         assert sio.connected
+
+
+def test_client_logs_in_by_itself_and_again_after_a_401(
+    multiuser_url: str, admin_ready: object
+) -> None:
+    with InvokeAIClient.from_url(
+        multiuser_url, username=ADMIN_EMAIL, password=ADMIN_PASSWORD
+    ) as client:
+        assert client._http.token is None
+        assert isinstance(client.board_repo.list_boards(), list)  # logged in lazily
+        first = client._http.token
+        assert first
+        client._http.token = "expired.or.revoked"
+        assert isinstance(client.board_repo.list_boards(), list)  # 401 -> login -> retried
+        assert client._http.token not in (None, "expired.or.revoked")
