@@ -20,6 +20,7 @@ from ..exceptions import WorkflowValidationError
 __all__ = [
     "SUPPORTED_SCHEMA_VERSIONS",
     "WorkflowDefinition",
+    "describe_node",
     "field_identifier",
     "form_field_elements",
     "is_invocation_node",
@@ -151,6 +152,13 @@ class WorkflowDefinition(BaseModel):
 def is_invocation_node(node: Mapping[str, Any]) -> bool:
     """True for a node that runs on the server (``type == "invocation"`` with ``data``)."""
     return node.get("type") == "invocation" and isinstance(node.get("data"), dict)
+
+
+def describe_node(node_id: str, data: Mapping[str, Any]) -> str:
+    """``node <id> (<type>, '<label>')``: how errors name a node."""
+    label = data.get("label")
+    named = f", {label!r}" if isinstance(label, str) and label else ""
+    return f"node {node_id} ({data.get('type')}{named})"
 
 
 def form_field_elements(

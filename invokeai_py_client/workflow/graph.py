@@ -22,38 +22,20 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from ..exceptions import WorkflowValidationError
-from .definition import WorkflowDefinition, is_invocation_node
+from .batch import batch_data, is_batch_special
+from .definition import WorkflowDefinition, describe_node, is_invocation_node
 from .inputs import edge_fed_fields
+from .values import FieldValues, editor_value_to_api
 
-__all__ = [
-    "BATCH_NODE_TYPES",
-    "GENERATOR_NODE_TYPES",
-    "SERVER_FILE_NODE_TYPES",
-    "FieldValues",
-    "batch_data",
-    "build_batch",
-    "build_graph",
-    "editor_value_to_api",
-]
+__all__ = ["SERVER_FILE_NODE_TYPES", "build_batch", "build_graph", "workflow_payload"]
 
-FieldValues = Mapping[tuple[str, str], Any]
-
-# Batch node type -> (field holding its items, output handle that feeds other nodes).
-BATCH_NODE_TYPES: Mapping[str, tuple[str, str]] = {
-    "image_batch": ("images", "image"),
-    "string_batch": ("strings", "value"),
-    "integer_batch": ("integers", "value"),
-    "float_batch": ("floats", "value"),
-}
-# Generators feed batch nodes; only the web UI evaluates them (random numbers, board lookups).
-GENERATOR_NODE_TYPES = frozenset(
-    {"image_generator", "string_generator", "integer_generator", "float_generator"}
-)
 # Node type -> the input naming a path on the server's disk. Running such a node would let a
 # caller read server files, and the shipped "Prompt from File" workflow cannot work remotely.
 SERVER_FILE_NODE_TYPES: Mapping[str, str] = {"prompt_from_file": "file_path"}
 
-_NO_BOARD = frozenset({"", "auto", "none"})
+# A call_saved_workflow node shows the called workflow's inputs as fields with this prefix;
+# the web UI sends them folded into ``workflow_inputs`` (invocations/call_saved_workflow.py).
+_SAVED_WORKFLOW_INPUT = "saved_workflow_input::"
 
 
 def build_graph(
@@ -141,53 +123,6 @@ def build_batch(
     return {"batch": batch, "prepend": prepend}
 
 
-def editor_value_to_api(field_name: str, value: Any) -> tuple[bool, Any]:
-    """Convert a literal from an editor file to the API's shape.
-
-    Returns:
-        ``(send, converted)``; ``send`` is false when the field must be left out so the
-        server's default applies (empty image or model, board "auto"/"none", ``None``).
-    """
-    if value is None:
-        return False, None
-    if field_name == "board":
-        return _board_value(value)
-    if isinstance(value, dict):
-        return _object_value(value)
-    if isinstance(value, list):
-        items = [_object_value(v) if isinstance(v, dict) else (True, v) for v in value]
-        return True, [item for send, item in items if send]
-    return True, value
-
-
-def batch_data(defn: WorkflowDefinition, values: FieldValues | None = None) -> list[list[Any]]:
-    """``batch.data`` for the workflow's batch nodes, grouped the way the web UI groups them.
-
-    A node in group "None" varies on its own (its datums form one zipped list, multiplied with
-    the others); nodes sharing a group ("Group 1" ...) are zipped together.
-    """
-    values = values or {}
-    groups: dict[str, list[dict[str, Any]]] = {}
-    data: list[list[Any]] = []
-    problems: list[str] = []
-    for node in _batch_nodes(defn.nodes):
-        datums, problem = _batch_datums(defn, node, values)
-        if problem:
-            problems.append(problem)
-        group = node["data"].get("inputs", {}).get("batch_group_id", {}).get("value", "None")
-        if group in (None, "None"):
-            data.extend([datums] if datums else [])
-        else:
-            groups.setdefault(str(group), []).extend(datums)
-    for group, datums in groups.items():
-        if len({len(d["items"]) for d in datums}) > 1:
-            problems.append(f"batch group {group!r}: its batch nodes have different item counts")
-        data.append(datums)
-    if problems:
-        raise WorkflowValidationError(problems)
-    return data
-
-
 def workflow_payload(defn: WorkflowDefinition, values: FieldValues | None = None) -> dict[str, Any]:
     """The workflow as the server stores it with the run (``WorkflowWithoutID``).
 
@@ -215,12 +150,6 @@ def workflow_payload(defn: WorkflowDefinition, values: FieldValues | None = None
 # --- refusals ---------------------------------------------------------------------------
 
 
-def _node_name(node_id: str, data: Mapping[str, Any]) -> str:
-    label = data.get("label")
-    named = f", {label!r}" if isinstance(label, str) and label else ""
-    return f"node {node_id} ({data.get('type')}{named})"
-
-
 def _graph_problems(
     defn: WorkflowDefinition,
     index: Mapping[str, Mapping[str, Any]],
@@ -245,7 +174,7 @@ def _node_problems(
     node_type = data.get("type")
     if not isinstance(node_type, str):
         return [f"node {node_id} has no invocation type"]
-    name = _node_name(node_id, data)
+    name = describe_node(node_id, data)
     if known_node_types is not None and node_type not in known_node_types:
         return [
             f"{name}: the server has no node type {node_type!r} "
@@ -280,19 +209,12 @@ def _edge_problems(edges: list[dict[str, Any]], index: Mapping[str, Any]) -> lis
 
 
 def _is_runnable(node: Mapping[str, Any]) -> bool:
-    node_type = node["data"].get("type")
-    return node_type not in BATCH_NODE_TYPES and node_type not in GENERATOR_NODE_TYPES
+    return not is_batch_special(node)
 
 
 def _runnable_nodes(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for node in nodes:
         if is_invocation_node(node) and _is_runnable(node):
-            yield node
-
-
-def _batch_nodes(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for node in nodes:
-        if is_invocation_node(node) and node["data"].get("type") in BATCH_NODE_TYPES:
             yield node
 
 
@@ -318,29 +240,14 @@ def _graph_node(
             graph_node.pop(field_name, None)
         else:
             graph_node[field_name] = value
+    if data["type"] == "call_saved_workflow":
+        _fold_saved_workflow_inputs(graph_node)
     return graph_node
 
 
-def _board_value(value: Any) -> tuple[bool, Any]:
-    # The editor's board picker stores "auto" / "none" (or a bare id); the API wants a
-    # BoardField object or nothing (workflow_graph_builder.py drops the sentinels too).
-    if isinstance(value, str):
-        return (False, None) if value in _NO_BOARD else (True, {"board_id": value})
-    if isinstance(value, Mapping):
-        board_id = value.get("board_id")
-        if isinstance(board_id, str) and board_id not in _NO_BOARD:
-            return True, {"board_id": board_id}
-    return False, None
-
-
-def _object_value(value: dict[str, Any]) -> tuple[bool, Any]:
-    if "image_name" in value:
-        name = value.get("image_name")
-        return (True, {"image_name": name}) if name else (False, None)
-    if "key" in value and ("base" in value or "type" in value):
-        # A model picker left empty still writes an identifier with an empty key.
-        return (True, dict(value)) if value.get("key") else (False, None)
-    return True, value
+def _fold_saved_workflow_inputs(graph_node: dict[str, Any]) -> None:
+    dynamic = [name for name in graph_node if name.startswith(_SAVED_WORKFLOW_INPUT)]
+    graph_node["workflow_inputs"] = {name: graph_node.pop(name) for name in dynamic}
 
 
 # --- edges ------------------------------------------------------------------------------
@@ -390,47 +297,3 @@ def _resolve_source(
             return None
         node_id, handle = incoming["source"], incoming["sourceHandle"]
     return None
-
-
-def _downstream_fields(
-    node_id: str, handle: str, edges: list[dict[str, Any]], index: Mapping[str, Any]
-) -> Iterator[tuple[str, str]]:
-    """Invocation inputs fed by ``node_id.handle``, following connectors downstream."""
-    for edge in edges:
-        if edge.get("source") != node_id or edge.get("sourceHandle") != handle:
-            continue
-        if edge.get("type", "default") != "default":
-            continue
-        target = index.get(edge["target"], {})
-        if target.get("type") == "connector":
-            yield from _downstream_fields(edge["target"], "out", edges, index)
-        elif is_invocation_node(target):
-            yield edge["target"], edge["targetHandle"]
-
-
-# --- batch nodes ------------------------------------------------------------------------
-
-
-def _batch_datums(
-    defn: WorkflowDefinition, node: Mapping[str, Any], values: FieldValues
-) -> tuple[list[dict[str, Any]], str | None]:
-    data = node["data"]
-    items_field, handle = BATCH_NODE_TYPES[data["type"]]
-    name = _node_name(node["id"], data)
-    index = defn.nodes_by_id()
-    if (node["id"], items_field) in edge_fed_fields(defn.edges):
-        return [], (
-            f"{name}: its items come from a generator node, which only the InvokeAI "
-            "editor evaluates; put the items in the batch node itself"
-        )
-    file_items = data.get("inputs", {}).get(items_field, {}).get("value")
-    items = values.get((node["id"], items_field), file_items)
-    if not isinstance(items, list) or not items:
-        return [], f"{name}: a batch node needs a non-empty list of {items_field}"
-    if data["type"] == "image_batch":
-        items = [editor_value_to_api("image", item)[1] for item in items]
-    datums = [
-        {"node_path": target, "field_name": field, "items": items}
-        for target, field in _downstream_fields(node["id"], handle, defn.edges, index)
-    ]
-    return datums, None

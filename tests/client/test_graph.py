@@ -9,14 +9,11 @@ from typing import Any
 import pytest
 
 from invokeai_py_client.exceptions import WorkflowValidationError
+from invokeai_py_client.workflow.batch import batch_data
 from invokeai_py_client.workflow.definition import WorkflowDefinition
-from invokeai_py_client.workflow.graph import (
-    batch_data,
-    build_batch,
-    build_graph,
-    editor_value_to_api,
-)
+from invokeai_py_client.workflow.graph import build_batch, build_graph
 from invokeai_py_client.workflow.inputs import edge_fed_fields
+from invokeai_py_client.workflow.values import editor_value_to_api
 from tests.client.workflow_files import (
     OUTDATED_TYPES,
     OWN_WORKFLOWS,
@@ -112,6 +109,48 @@ def test_values_override_literals() -> None:
     assert "board" not in nodes["nf-resize"]  # "auto" in the file
     # The definition itself is not changed.
     assert defn.node_inputs("nf-blank")["width"]["value"] == 64
+
+
+def test_call_saved_workflow_inputs_are_folded_like_the_web_ui() -> None:
+    data = own_dict("exposed_only_v3.json")
+    prefix = "saved_workflow_input::"
+    data["nodes"].append(
+        {
+            "id": "call",
+            "type": "invocation",
+            "data": {
+                "id": "call",
+                "type": "call_saved_workflow",
+                "inputs": {
+                    "workflow_id": {"value": "wf-1"},
+                    "workflow_inputs": {"value": {"old": 1}},
+                    f"{prefix}n1::width": {"value": 64},
+                    f"{prefix}n1::prompt": {"value": "x"},
+                },
+            },
+        }
+    )
+    data["edges"].append(
+        {
+            "id": "e-c",
+            "type": "default",
+            "source": "ex-left",
+            "sourceHandle": "value",
+            "target": "call",
+            "targetHandle": f"{prefix}n1::prompt",
+        }
+    )
+    defn = WorkflowDefinition.from_dict(data)
+    graph = build_graph(defn, {("call", f"{prefix}n1::width"): 32})
+    assert graph["nodes"]["call"] == {
+        "id": "call",
+        "type": "call_saved_workflow",
+        "workflow_id": "wf-1",
+        "workflow_inputs": {f"{prefix}n1::width": 32},
+    }
+    assert {"node_id": "call", "field": f"{prefix}n1::prompt"} in [
+        e["destination"] for e in graph["edges"]
+    ]
 
 
 def test_a_value_for_a_missing_node_is_refused() -> None:
