@@ -142,15 +142,21 @@ def _set_values(handle: Any, plan: _Plan, inputs: dict[int, Any]) -> None:
             plan.problem(index, inputs[index], str(exc))
 
 
-async def _upload(client: InvokeAIClient, handle: Any, plan: _Plan) -> None:
+async def _upload(client: InvokeAIClient, handle: Any, plan: _Plan) -> dict[int, str]:
     uncategorized = client.board_repo.get_uncategorized_handle()
+    names = {}
     for index, (data, filename) in sorted(plan.uploads.items()):
         image = await uncategorized.aupload_image_data(data, filename)
         handle.set_input_value(index, image.image_name)
+        names[index] = image.image_name
+    return names
 
 
-async def apply_inputs(client: InvokeAIClient, handle: Any, raw: dict[str, Any]) -> None:
+async def apply_inputs(client: InvokeAIClient, handle: Any, raw: dict[str, Any]) -> dict[str, Any]:
     """Check every value in ``raw`` and set it on ``handle``.
+
+    Returns:
+        The inputs as they should be recorded: uploaded data URLs replaced by image names.
 
     Raises:
         InputInvalid: one entry per bad index (its label and why), nothing uploaded.
@@ -164,7 +170,13 @@ async def apply_inputs(client: InvokeAIClient, handle: Any, raw: dict[str, Any])
     if plan.problems:
         plan.problems.sort(key=_problem_order)
         raise InputInvalid(_summary(plan.problems), errors=plan.problems)
-    await _upload(client, handle, plan)
+    uploaded = await _upload(client, handle, plan)
+    recorded = dict(raw)
+    for key in raw:
+        index = parse_index(key)
+        if index in uploaded:
+            recorded[key] = uploaded[index]
+    return recorded
 
 
 def _problem_order(problem: dict[str, Any]) -> tuple[int, int, str]:

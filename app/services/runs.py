@@ -41,11 +41,13 @@ __all__ = ["RunService"]
 
 logger = logging.getLogger(__name__)
 
-# How long a failed item waits for its ``invocation_error`` (InvokeAI sends the failed status
-# first; see invokeai/app/services/session_processor) before the run is closed without it.
+# How long a run whose item ended waits for trailing events before it is closed from the queue
+# item: InvokeAI sends a failed status before ``invocation_error``, and a queue read can beat
+# the Socket.IO events of the same item.
 FAILED_GRACE_SECONDS = 1.0
 EARLY_EVENTS_KEPT = 512
 CANCEL_WAIT_SECONDS = 5.0
+CONNECT_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -81,7 +83,7 @@ class RunService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
-        self.events_connected = False
+        self._connected = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -104,6 +106,17 @@ class RunService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    @property
+    def events_connected(self) -> bool:
+        """Whether InvokeAI's event stream is being followed right now."""
+        return self._connected.is_set()
+
+    async def _await_events(self) -> None:
+        # A run enqueued before the watcher listens would lose its node events (its end is
+        # still found by re-reading the queue item). Waiting is bounded: never block a run.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -123,7 +136,8 @@ class RunService:
         run_id = str(uuid.uuid4())
         try:
             handle = await load_handle(self.client, workflow.definition)
-            await apply_inputs(self.client, handle, inputs)
+            recorded = await apply_inputs(self.client, handle, inputs)
+            await self._await_events()
             enqueued = await enqueue_run(handle, board_id=board_id, destination=run_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
@@ -131,7 +145,7 @@ class RunService:
             id=run_id,
             workflow_id=workflow.id,
             workflow_version=workflow.version,
-            inputs=inputs,
+            inputs=recorded,
             board_id=board_id,
             batch_id=enqueued.batch_id,
             item_id=enqueued.item_id,
@@ -249,7 +263,7 @@ class RunService:
             try:
                 hub = await self.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
-                    self.events_connected = True
+                    self._connected.set()
                     await self._recheck_all()
                     async for event in sub:
                         await self._on_event(event.event_type, event.model_dump(mode="json"))
@@ -257,14 +271,14 @@ class RunService:
                 raise
             except Exception:  # keep following whatever happens; log and reconnect
                 logger.warning("event stream from InvokeAI lost; retrying", exc_info=True)
-            self.events_connected = False
+            self._connected.clear()
             await asyncio.sleep(delay)
 
     async def _poll_forever(self) -> None:
         # A safety net for events lost while the stream was down or lagging.
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            if not self.events_connected or self._by_item:
+            if self._by_item:
                 await self._recheck_all()
 
     async def _recheck_all(self) -> None:
@@ -341,7 +355,12 @@ class RunService:
         if run_status == RunStatus.running.value:
             await self._mark_started(tracked, item.session_id)
         elif run_status is not None and RunStatus(run_status).terminal:
-            await self._finish(tracked, item.model_dump(mode="json"))
+            if self.events_connected:
+                # The queue can answer before the item's last events arrive over Socket.IO:
+                # give them a moment, so the stream still carries every node event.
+                self._spawn(self._finish_later(tracked))
+            else:
+                await self._finish(tracked, item.model_dump(mode="json"))
 
     async def _finish(self, tracked: _Tracked, item: dict[str, Any] | None = None) -> None:
         """Close the run from its queue item (read here unless given)."""

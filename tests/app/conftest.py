@@ -1,0 +1,87 @@
+"""Fixtures of the gateway tests: settings on a temporary database, the app served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.app.live_server import serve
+
+TIMEOUT = httpx.Timeout(30.0)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of the machine must not leak into the settings under test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("GATEWAY_") or name == "INVOKEAI_URL":
+            monkeypatch.delenv(name)
+
+
+def make_settings(tmp_path: Path, invokeai_url: str, **extra: Any) -> Settings:
+    """Settings for one test: its own SQLite file, quick reconciling."""
+    return Settings(
+        invokeai_url=invokeai_url,
+        data_dir=tmp_path / "data",
+        reconcile_interval_seconds=1.0,
+        **extra,
+    )
+
+
+@pytest.fixture
+def gateway_settings(tmp_path: Path, invokeai_url: str) -> Settings:
+    return make_settings(tmp_path, invokeai_url)
+
+
+@pytest.fixture
+async def gateway(gateway_settings: Settings) -> AsyncIterator[str]:
+    """The gateway served by uvicorn on a free port, against the real InvokeAI."""
+    async with serve(create_app(gateway_settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def http(gateway: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the served gateway."""
+    async with httpx.AsyncClient(base_url=gateway, timeout=TIMEOUT) as client:
+        yield client
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+async def register(http: httpx.AsyncClient, workflow: dict[str, Any]) -> dict[str, Any]:
+    """POST a workflow file; asserts 201 and returns the body."""
+    response = await http.post("/workflows", json=workflow)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_until(
+    check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.2
+) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

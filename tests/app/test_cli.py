@@ -1,0 +1,65 @@
+"""Settings from the environment and flags; ``invokeai-gateway migrate``; ``python -m app``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from app.cli import build_parser, main, settings_from_args
+from app.core.config import Settings
+from app.core.db import make_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.invokeai_url == "http://127.0.0.1:9090"
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("gateway.db")
+
+
+def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INVOKEAI_URL", "http://10.0.0.5:9999")
+    monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")
+    monkeypatch.setenv("GATEWAY_PORT", "9001")
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
+    s = Settings()
+    assert s.invokeai_url == "http://10.0.0.5:9999"
+    assert (s.host, s.port) == ("0.0.0.0", 9001)
+    assert s.database_url == f"sqlite:///{tmp_path / 'gateway.db'}"
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", "sqlite:////elsewhere/x.db")
+    assert Settings().database_url == "sqlite:////elsewhere/x.db"
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "9001")
+    monkeypatch.setenv("INVOKEAI_URL", "http://env:1")
+    args = build_parser().parse_args(
+        ["serve", "--port", "7000", "--invokeai-url", "http://flag:2", "--host", "::1"]
+    )
+    s = settings_from_args(args)
+    assert (s.port, s.invokeai_url, s.host) == (7000, "http://flag:2", "::1")
+    assert settings_from_args(build_parser().parse_args(["serve"])).port == 9001
+
+
+def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
+    assert main(["migrate", "--data-dir", str(tmp_path / "d")]) == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'd' / 'gateway.db'}")
+    assert "run" in inspect(engine).get_table_names()
+
+
+def test_python_dash_m_app_is_the_console_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in ("--invokeai-url", "--database-url", "--host", "--port", "--data-dir"):
+        assert flag in out
