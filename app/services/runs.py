@@ -84,6 +84,7 @@ class RunService:
         self._watcher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._attempted = asyncio.Event()  # the watcher tried to connect at least once
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class RunService:
     async def _await_events(self) -> None:
         # A run enqueued before the watcher listens would lose its node events (its end is
         # still found by re-reading the queue item). Waiting is bounded: never block a run.
+        if self._attempted.is_set() and not self._connected.is_set():
+            return  # the stream is down; the poller will find how the run ends
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
 
@@ -264,6 +267,7 @@ class RunService:
                 hub = await self.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
+                    self._attempted.set()
                     await self._recheck_all()
                     async for event in sub:
                         await self._on_event(event.event_type, event.model_dump(mode="json"))
@@ -271,6 +275,7 @@ class RunService:
                 raise
             except Exception:  # keep following whatever happens; log and reconnect
                 logger.warning("event stream from InvokeAI lost; retrying", exc_info=True)
+            self._attempted.set()
             self._connected.clear()
             await asyncio.sleep(delay)
 

@@ -1,0 +1,122 @@
+"""Every accepted run reaches its final status, even when the service is killed mid-run.
+
+The gateway runs as a real subprocess (``python -m app serve``) and is killed with SIGKILL while
+its run waits in InvokeAI's paused queue; the run then finishes with nobody watching. A new
+process on the same database reconciles it from the queue item, outputs included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, col, select
+
+from app.core.db import make_engine
+from app.models import RunEvent
+from invokeai_py_client import InvokeAIClient
+from tests.app.conftest import load_json, wait_until
+from tests.app.live_server import free_port
+
+pytestmark = pytest.mark.invokeai
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def gateway_process(
+    data_dir: Path, invokeai_url: str, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--invokeai-url",
+            invokeai_url,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def _up(http: httpx.AsyncClient) -> bool:
+    try:
+        return (await http.get("/workflows")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def test_run_finishes_with_outputs_across_a_killed_service(
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        with gateway_process(tmp_path, invokeai_url, port) as first:
+            await wait_until(lambda: _up(http))
+            workflow = (
+                await http.post(
+                    "/workflows", json=load_json(shared_workflows_dir / "join_three_legacy.json")
+                )
+            ).json()
+            await aclient.queue_repo.apause_processor()
+            try:
+                response = await http.post(
+                    f"/workflows/{workflow['id']}/runs",
+                    json={"inputs": {"0": "before", "2": "restart"}},
+                )
+                assert response.status_code == 202, response.text
+                run: dict[str, Any] = response.json()
+                assert run["status"] == "queued"
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+            finally:
+                await aclient.queue_repo.aresume_processor()
+
+        async def item_done() -> bool:
+            item = await aclient.queue_repo.aget_item(run["item_id"])
+            return str(item.status) == "completed"
+
+        await wait_until(item_done)  # finished while no gateway was running
+
+        with gateway_process(tmp_path, invokeai_url, port):
+            await wait_until(lambda: _up(http))
+
+            async def finished() -> dict[str, Any] | None:
+                body: dict[str, Any] = (await http.get(f"/runs/{run['id']}")).json()
+                return body if body["status"] == "succeeded" else None
+
+            done = await wait_until(finished)
+    assert done["outputs"][0]["values"] == ["beforegreenrestart"]
+    assert done["started_at"] and done["finished_at"]
+    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    with Session(engine) as session:
+        query = select(RunEvent).where(RunEvent.run_id == run["id"]).order_by(col(RunEvent.id))
+        types = [e.event_type for e in session.exec(query)]
+    assert types[0] == "run.queued" and types[-1] == "run.succeeded"
+    assert "run.started" in types
