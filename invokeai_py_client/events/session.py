@@ -179,7 +179,10 @@ class Subscription:
         if self._overflowed:
             self._overflowed = False
             return EventsResyncEvent(reason="overflow")
-        if self.closed and self._queue.empty():
+        if not self._queue.empty():
+            # The common case under load; skips wait_for's task machinery.
+            return self._queue.get_nowait()
+        if self.closed:
             return None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)

@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 # A quiet subscription is re-checked over HTTP this often: a safety net for events lost in
 # ways the hub cannot see. Completion itself is noticed from events, not from this.
 RECHECK_INTERVAL = 15.0
+# How long callbacks may still get events of a run known (by a re-check) to have ended.
+LATE_EVENTS_GRACE = 5.0
 
 EventCallback = Callable[[dict[str, Any]], Any]
 
@@ -175,7 +177,8 @@ class RunWatcher:
         self._run = run
         self._client = client
 
-    def _concerns(self, event: InvokeAIEvent) -> bool:
+    def concerns(self, event: InvokeAIEvent) -> bool:
+        """Whether an event is about this run's item (events without an item id are)."""
         item_id = getattr(event, "item_id", None)
         return item_id is None or self._run.item_id is None or item_id == self._run.item_id
 
@@ -186,7 +189,7 @@ class RunWatcher:
             return await self.recheck()
         if isinstance(event, QueueItemsCanceledEvent):
             return run.item_id in event.canceled_item_ids and await self.recheck()
-        if not self._concerns(event):
+        if not self.concerns(event):
             return run.finished
         if isinstance(event, InvocationErrorEvent):
             run.error_event = event
@@ -196,6 +199,19 @@ class RunWatcher:
             if event.is_terminal:
                 await self._finish_from_event(event)
         return run.finished
+
+    def is_last_event(self, event: InvokeAIEvent) -> bool:
+        """Whether nothing more will come for this run after ``event``."""
+        if not self.concerns(event):
+            return False
+        if isinstance(event, QueueItemStatusChangedEvent):
+            # A failed item sends its status before its invocation_error: wait for that.
+            return event.is_terminal and event.status != JobStatus.FAILED
+        if isinstance(event, InvocationErrorEvent):
+            return self._run.finished
+        if isinstance(event, QueueItemsCanceledEvent):
+            return self._run.item_id in event.canceled_item_ids
+        return isinstance(event, QueueClearedEvent) and self._run.finished
 
     async def recheck(self) -> bool:
         """Ask the server how the item stands; True once it has ended."""
@@ -246,19 +262,26 @@ async def pump_run(
     sub: Subscription,
     callbacks: Mapping[str, EventCallback | None],
 ) -> None:
-    """Follow a run on its subscription until it ends, calling the event callbacks."""
+    """Follow a run on its subscription until it ends, calling the event callbacks.
+
+    A re-check can learn that the item ended before its last events arrive (the server's
+    emitter lags behind its processor under load). The run is finished at once, so waiters
+    return, but the callbacks still get the late events, for up to ``LATE_EVENTS_GRACE``.
+    """
     watcher = RunWatcher(run, client)
     try:
-        while not run.finished:
-            event = await sub.get(RECHECK_INTERVAL)
+        while True:
+            event = await sub.get(LATE_EVENTS_GRACE if run.finished else RECHECK_INTERVAL)
             if event is None:
-                if sub.closed:
+                if sub.closed or run.finished:
                     return
                 await watcher.recheck()
                 continue
-            if watcher._concerns(event):
+            if watcher.concerns(event):
                 await _call(callbacks.get(event.event_type), event)
             await watcher.observe(event)
+            if watcher.is_last_event(event):
+                return
     finally:
         sub.close()
         # Wake waiters even if this task died; they fall back to watching on their own.
