@@ -1,0 +1,1 @@
+"""Benchmarks, run by ``scripts/bench`` (``python -m benchmarks``), never by the test suite."""

@@ -1,0 +1,58 @@
+"""An independent Socket.IO listener: when did the server announce each item's end?
+
+It runs on its own thread and loop, so it observes the server's completion event without
+sharing anything with the client under test; both read the same broadcast on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import socketio
+
+TERMINAL = {"completed", "failed", "canceled"}
+
+
+class CompletionListener:
+    def __init__(self, url: str, queue_id: str = "default") -> None:
+        self.url = url
+        self.queue_id = queue_id
+        self.ended_at: dict[int, float] = {}
+        self._cond = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._sio = socketio.AsyncClient(reconnection=True)
+        self._sio.on("queue_item_status_changed", self._on_status)
+
+    async def _on_status(self, data: dict[str, Any]) -> None:
+        if data.get("status") in TERMINAL:
+            now = time.perf_counter()
+            with self._cond:
+                self.ended_at.setdefault(int(data["item_id"]), now)
+                self._cond.notify_all()
+
+    async def _connect(self) -> None:
+        await self._sio.connect(self.url, socketio_path="/ws/socket.io", transports=["websocket"])
+        await self._sio.emit("subscribe_queue", {"queue_id": self.queue_id})
+        await asyncio.sleep(0.2)
+
+    def __enter__(self) -> CompletionListener:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout=15)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._sio.disconnect(), self._loop).result(timeout=15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def wait_for(self, item_id: int, timeout: float = 30.0) -> float:
+        """The moment the listener saw ``item_id`` end (waits for it if needed)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: item_id in self.ended_at, timeout=timeout)
+            if not ok:
+                raise TimeoutError(f"no end event for item {item_id}")
+            return self.ended_at[item_id]
