@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -47,3 +50,20 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def gateway(data_dir: Path, invokeai_url: str, **settings: Any) -> AsyncIterator[Served]:
+    """The real gateway app (``create_app``) on a temporary database, served by uvicorn."""
+    from app.core.config import Settings
+    from app.main import create_app
+
+    app = create_app(Settings(invokeai_url=invokeai_url, data_dir=data_dir, **settings))
+    async with serve(app) as url:
+        yield Served(url=url, app=app)
+
+
+@dataclass
+class Served:
+    url: str
+    app: FastAPI
