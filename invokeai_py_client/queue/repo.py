@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .._portal import sync_twin
 from ..exceptions import APIConnectionError, InvokeAIError, ServerError
 from .models import (
@@ -222,7 +224,9 @@ class QueueRepository:
             answer = await self._http.post_json(
                 f"{self._base}/enqueue_batch", json_body=body, retry=False
             )
-        except (APIConnectionError, ServerError):
+        except (APIConnectionError, ServerError) as exc:
+            if isinstance(exc.__cause__, httpx.ConnectError):
+                raise  # no connection was made, so nothing was sent
             recovered = await self._recover_enqueue(batch_id, requested_count(body))
             if recovered is None:
                 raise

@@ -52,31 +52,31 @@ async def apaused(aclient: InvokeAIClient) -> AsyncIterator[InvokeAIClient]:
 
 
 def test_readme_flow_sync(invokeai_url: str) -> None:
-    """The issue's example flow, as a user would write it."""
-    from invokeai_py_client import InvokeAIClient
+    """The README's five lines, as written (with this repo's workflow and a fitting value)."""
+    from invokeai_py_client import InvokeAIClient, WorkflowDefinition
 
-    with InvokeAIClient.from_url(invokeai_url) as client:
-        assert client.health_check()
-        definition = WorkflowDefinition.from_file(WORKFLOWS / "h3_blur.json")
-        wf = client.workflow_repo.create_workflow(definition)
-        labels = [f"[{inp.input_index}] {inp.label}" for inp in wf.list_inputs()]
-        assert labels[0] == "[0] Width"
-        field = wf.get_input_value(0)
-        field.value = 72
-        wf.set_input_value(2, 3.5)
-        assert wf.validate_inputs() == []
-        submission = wf.submit_sync()
-        assert submission["item_id"] == submission.item_id
-        queue_item = wf.wait_for_completion_sync(timeout=60)
-        assert queue_item.status is JobStatus.COMPLETED
-        mappings = wf.map_outputs_to_images(queue_item)
+    client = InvokeAIClient.from_url(invokeai_url)
+    try:
+        wf = client.workflow_repo.create_workflow(
+            WorkflowDefinition.from_file(WORKFLOWS / "h3_blur.json")
+        )
+        listed = [
+            (inp.input_index, inp.label, inp.field_name, type(inp.field).__name__)
+            for inp in wf.list_inputs()
+        ]
+        assert listed[0] == (0, "Width", "width", "IvkIntegerField")
+        wf.set_input_value(0, 72)
+        item = wf.wait_for_completion_sync(timeout=120) if wf.submit_sync() else None
+        assert item is not None and item.status is JobStatus.COMPLETED
+        mappings = wf.map_outputs_to_images(item)
         assert [m.node_id for m in mappings] == ["h3-blur"]
         assert len(mappings[0].image_names) == 1
         # The image is real and has the width we asked for.
-        image = client._portal.call(
-            client._http.get_json(f"/images/i/{mappings[0].image_names[0]}")
-        )
+        name = mappings[0].image_names[0]
+        image = client._portal.call(client._http.get_json(f"/images/i/{name}"))
         assert image["width"] == 72 and image["height"] == 48
+    finally:
+        client.close()
 
 
 async def test_async_submit_calls_back_with_its_own_events(aclient: InvokeAIClient) -> None:
