@@ -53,7 +53,9 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def gateway(data_dir: Path, invokeai_url: str, **settings: Any) -> AsyncIterator[Served]:
+async def serve_gateway(
+    data_dir: Path, invokeai_url: str, **settings: Any
+) -> AsyncIterator[Served]:
     """The real gateway app (``create_app``) on a temporary database, served by uvicorn."""
     from app.core.config import Settings
     from app.main import create_app

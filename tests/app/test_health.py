@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.api.routes.health import readiness
-from tests.app.live_server import free_port, gateway
+from tests.app.live_server import free_port, serve_gateway
 
 pytestmark = pytest.mark.invokeai
 
@@ -20,7 +20,7 @@ async def get(url: str) -> httpx.Response:
 
 
 async def test_live_and_ready_with_invokeai_up(tmp_path: Path, invokeai_url: str) -> None:
-    async with gateway(tmp_path, invokeai_url) as gw:
+    async with serve_gateway(tmp_path, invokeai_url) as gw:
         live = await get(f"{gw.url}/livez")
         ready = await get(f"{gw.url}/readyz")
     assert live.status_code == 200
@@ -36,7 +36,7 @@ async def test_live_and_ready_with_invokeai_up(tmp_path: Path, invokeai_url: str
 
 async def test_not_ready_while_invokeai_is_down(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    async with gateway(tmp_path, closed) as gw:
+    async with serve_gateway(tmp_path, closed) as gw:
         live = await get(f"{gw.url}/livez")
         ready = await get(f"{gw.url}/readyz")
     assert live.status_code == 200
@@ -49,7 +49,7 @@ async def test_not_ready_while_invokeai_is_down(tmp_path: Path) -> None:
 
 
 async def test_not_ready_while_the_database_is_locked(tmp_path: Path, invokeai_url: str) -> None:
-    async with gateway(tmp_path, invokeai_url) as gw:
+    async with serve_gateway(tmp_path, invokeai_url) as gw:
         path = gw.app.state.settings.database_url.removeprefix("sqlite:///")
         # Another process holding the write lock: our probe waits out the busy timeout, fails.
         blocker = sqlite3.connect(path, isolation_level=None)

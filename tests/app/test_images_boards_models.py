@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.app.live_server import Served, gateway
+from tests.app.live_server import Served, serve_gateway
 
 pytestmark = pytest.mark.invokeai
 
@@ -33,7 +33,7 @@ def pixels(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 async def gw(invokeai_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     data_dir = tmp_path_factory.mktemp("gateway")
-    async with gateway(data_dir, invokeai_url, max_upload_bytes=UPLOAD_LIMIT) as served:
+    async with serve_gateway(data_dir, invokeai_url, max_upload_bytes=UPLOAD_LIMIT) as served:
         yield served
 
 

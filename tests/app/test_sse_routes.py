@@ -193,3 +193,17 @@ async def test_lagging_reader_catches_up_from_the_database(tmp_path: Path) -> No
         got.extend([sse async for sse in stream])
     assert [int(e.id) for e in got] == sent
     assert json.loads(got[3].data)["data"] == {"n": 2}
+
+
+async def test_terminal_event_stored_just_after_the_final_status_is_still_sent(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as h:
+        h.add_run("run-j")
+        started = await h.emit("run-j", "run.started")
+        h.set_status("run-j", "succeeded")  # the run service writes the status first...
+        reader = asyncio.create_task(collect(f"{h.url}/runs/run-j/events"))
+        await wait_for_subscribers(h, 1)
+        terminal = await h.emit("run-j", "run.succeeded")  # ...then stores the event
+        got = await asyncio.wait_for(reader, 10)
+    assert [int(e.id) for e in got] == [started, terminal]

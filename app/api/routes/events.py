@@ -13,6 +13,7 @@ falls behind is told so by the broker and goes back to step 2 from its last sent
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -24,7 +25,14 @@ from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.core.errors import NotFound
-from app.events import Event, EventBroker, SubscriberLagging, is_terminal_event, to_wire
+from app.events import (
+    Event,
+    EventBroker,
+    SubscriberLagging,
+    Subscription,
+    is_terminal_event,
+    to_wire,
+)
 from app.models import Run, RunEvent, RunStatus
 
 __all__ = ["router"]
@@ -34,6 +42,8 @@ router = APIRouter(tags=["events"])
 REPLAY_PAGE = 500
 # A reader that cannot take one event within this time is stuck; drop its connection.
 SEND_TIMEOUT_SECONDS = 30.0
+# How long a finished run's stream waits for a terminal event not yet stored (see below).
+TERMINAL_GRACE_SECONDS = 2.0
 
 LastEventIdHeader = Annotated[
     int | None,
@@ -161,11 +171,15 @@ async def follow(
     stop = run_id is not None
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
         while not cursor.done:
-            # Read the status before the replay: a run already over has stored all its events.
+            # Read the status before the replay: a run already over has stored its events.
             over = run_id is not None and await _run_is_over(engine, run_id)
             async for sse in _replay(engine, cursor, run_id, workflow_id, stop):
                 yield sse
-            if over or cursor.done:
+            if over:
+                async for sse in _terminal_in_flight(engine, sub, cursor, run_id):
+                    yield sse
+                return
+            if cursor.done:
                 return
             try:
                 async for event in sub:
@@ -177,6 +191,29 @@ async def follow(
                 return  # the broker closed: the server is shutting down
             except SubscriberLagging:
                 continue  # events were dropped for us: re-read them from the database
+
+
+async def _terminal_in_flight(
+    engine: Engine, sub: Subscription, cursor: _Cursor, run_id: str | None
+) -> AsyncIterator[ServerSentEvent]:
+    """The run's status is final but its last event was not read yet: wait a moment for it.
+
+    The run service writes the final status just before it stores the terminal event, and our
+    reads run in worker threads, so a read can fall between the two writes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TERMINAL_GRACE_SECONDS
+    while not cursor.done and (remaining := deadline - loop.time()) > 0:
+        try:
+            # The timeout covers only the wait for the queue, never our caller's send.
+            event = await asyncio.wait_for(anext(sub), remaining)
+        except (TimeoutError, StopAsyncIteration, SubscriberLagging):
+            break
+        if int(event["id"]) > cursor.last_id:
+            yield _advance(cursor, event, True)
+    if not cursor.done:
+        async for sse in _replay(engine, cursor, run_id, None, True):
+            yield sse
 
 
 def _engine(request: Request) -> Engine:
