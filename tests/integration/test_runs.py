@@ -266,3 +266,31 @@ async def test_fifty_concurrent_runs_each_see_only_their_own_events(
         assert {e["batch_id"] for e in events} == {run.batch_id}
         completes = [e for e in events if e["event_type"] == "invocation_complete"]
         assert {e["invocation_source_id"] for e in completes} == {"h3-a", "h3-b", "h3-sum"}
+
+
+async def test_a_run_that_ends_during_a_reconnect_is_not_waited_on_forever(
+    apaused: InvokeAIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import invokeai_py_client.queue.run as run_module
+
+    # No safety re-check by timer: only the reconnect's resync can save the waiter.
+    monkeypatch.setattr(run_module, "RECHECK_INTERVAL", 600.0)
+    wf = await apaused.workflow_repo.acreate_workflow(load("h3_add"))
+    wf.set_input_value(0, 1000)
+    run = await wf.submit()
+    assert run.item_id is not None
+    waiter = asyncio.create_task(wf.wait_for_completion(timeout=60))
+    hub = await apaused.event_hub()
+    sio = hub._sio
+    assert sio is not None
+    sio.reconnection_delay = sio.reconnection_delay_max = 3.0  # stay away for a while
+    await sio.eio.ws.close()  # the link drops...
+    await apaused.queue_repo.aresume_processor()  # ...and the run ends meanwhile
+    for _ in range(200):
+        if (await apaused.queue_repo.aget_item(run.item_id)).is_terminal:
+            break
+        await asyncio.sleep(0.02)
+    assert not hub.connected and not waiter.done()  # its events went nowhere
+    job = await waiter
+    assert job.item_id == run.item_id and sum_of(wf, job) == 1003
+    sio.reconnection_delay, sio.reconnection_delay_max = 0.5, 5.0
