@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._portal import sync_twin
 from ..events.models import EventsResyncEvent
-from ..exceptions import InputValidationError, InvokeAIError
+from ..exceptions import InvokeAIError
 from ..fields.base import IvkField
-from ..fields.factory import make_field
 from ..queue.models import IvkJob
 from ..queue.run import (
     EventCallback,
@@ -30,14 +28,14 @@ from ..queue.run import (
 from .definition import WorkflowDefinition
 from .graph import build_batch, build_graph
 from .index_map import (
-    IndexMapEntry,
     IndexMapReport,
     compare_index_maps,
     read_index_map,
     write_index_map,
 )
-from .inputs import InputSlot, discover_inputs
+from .inputs import discover_inputs
 from .outputs import OutputImages, OutputValue, map_output_values, map_outputs_to_images
+from .typed_inputs import IvkWorkflowInput, build_inputs, input_problem
 
 if TYPE_CHECKING:
     from ..client import InvokeAIClient
@@ -48,80 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ORIGIN", "IvkWorkflowInput", "WorkflowHandle", "build_inputs"]
 
 DEFAULT_ORIGIN = "invokeai_py_client"
-
-
-@dataclass(frozen=True)
-class IvkWorkflowInput:
-    """One input of a workflow: where it goes, what it is called, and its live typed field.
-
-    Attributes:
-        input_index: position in the form (see ``inputs.discover_inputs``).
-        label: the field's label in the file, else the schema's title, else its name.
-        field_name: the node's input field.
-        node_id: the node the value goes to.
-        node_name: the node's label, else its invocation type.
-        node_type: the invocation type.
-        field: the typed field; assign ``field.value`` to set the input.
-        required: the node needs a value here (and no edge feeds it).
-        fed_by_edge: an edge feeds this field; its value is never sent.
-    """
-
-    input_index: int
-    label: str
-    field_name: str
-    node_id: str
-    node_name: str
-    node_type: str
-    field: IvkField[Any]
-    required: bool
-    fed_by_edge: bool = False
-
-    @property
-    def value(self) -> Any:
-        return self.field.value
-
-    def index_entry(self) -> IndexMapEntry:
-        return IndexMapEntry(
-            self.input_index, self.node_id, self.field_name, self.label, self.node_type
-        )
-
-
-def build_inputs(
-    slots: list[InputSlot], schemas: InvocationSchemas | None
-) -> list[IvkWorkflowInput]:
-    """Typed inputs for the slots of a workflow (file values when there are no schemas)."""
-    inputs = []
-    for slot in slots:
-        spec = schemas.field(slot.node_type, slot.field_name) if schemas else None
-        field = make_field(spec, slot.value, field_name=slot.field_name)
-        label = slot.label or (spec.title if spec else "") or slot.field_name
-        field.bind(index=slot.index, label=label, node_id=slot.node_id, field_name=slot.field_name)
-        inputs.append(
-            IvkWorkflowInput(
-                input_index=slot.index,
-                label=label,
-                field_name=slot.field_name,
-                node_id=slot.node_id,
-                node_name=slot.node_label or slot.node_type,
-                node_type=slot.node_type,
-                field=field,
-                required=bool(spec and spec.required) and not slot.fed_by_edge,
-                fed_by_edge=slot.fed_by_edge,
-            )
-        )
-    return inputs
-
-
-def _input_problem(inp: IvkWorkflowInput) -> str | None:
-    if inp.fed_by_edge:
-        return None
-    if not inp.field.is_set():
-        return "a value is required" if inp.required else None
-    try:
-        inp.field.validate_value(inp.field.value)
-    except InputValidationError as exc:
-        return exc.reason
-    return None
 
 
 class WorkflowHandle:
@@ -201,12 +125,12 @@ class WorkflowHandle:
         return [
             f"input {inp.input_index} '{inp.label}': {problem}"
             for inp in self._inputs
-            if (problem := _input_problem(inp)) is not None
+            if (problem := input_problem(inp)) is not None
         ]
 
     def _check_inputs(self) -> None:
         for inp in self._inputs:
-            problem = _input_problem(inp)
+            problem = input_problem(inp)
             if problem is not None:
                 raise inp.field.error(problem)
 
