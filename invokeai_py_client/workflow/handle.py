@@ -18,6 +18,7 @@ from ..exceptions import InvokeAIError
 from ..fields.base import IvkField
 from ..queue.models import IvkJob
 from ..queue.run import (
+    RECHECK_INTERVAL,
     EventCallback,
     RunWatcher,
     WorkflowRun,
@@ -218,7 +219,8 @@ class WorkflowHandle:
 
         With ``subscribe_events`` the run is followed in the background from the moment it is
         enqueued, and each callback gets the events of its kind as dicts (sync or async
-        callables). Every call makes a new run; waiting acts on the latest.
+        callables). Every call makes a new run; waiting acts on the latest. With
+        ``submit_sync`` the callbacks run on the client's background thread.
 
         Returns:
             The run: ``batch_id``, ``item_id``, ``item_ids``, ``status``.
@@ -272,7 +274,7 @@ class WorkflowHandle:
         watcher = RunWatcher(run, self._client)
         try:
             while not run.finished:
-                event = await sub.get(timeout=15.0)
+                event = await sub.get(timeout=RECHECK_INTERVAL)
                 ended = await watcher.recheck() if event is None else await watcher.observe(event)
                 if event is not None and not isinstance(event, EventsResyncEvent):
                     yield event.to_dict()
