@@ -28,6 +28,8 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 # Headers of InvokeAI's image response worth passing on to our caller.
 RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
+# Larger chunks than httpx's network reads: fewer ASGI sends per image (throughput).
+RELAY_CHUNK_BYTES = 256 * 1024
 # Multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -194,7 +196,7 @@ async def download_image(
 async def _relay(upstream: Any, stack: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
     # Closing the stack releases InvokeAI's connection, also when our caller goes away.
     try:
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.aiter_raw(RELAY_CHUNK_BYTES):
             yield chunk
     finally:
         await stack.aclose()
