@@ -21,6 +21,7 @@ __all__ = ["backoff", "is_idempotent", "parse_retry_after", "should_retry_status
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRY_STATUSES = frozenset({408, 409, 429})
+_RNG = random.Random()
 
 
 def is_idempotent(method: str) -> bool:
@@ -58,6 +59,6 @@ def backoff(
     """Delay before retry number ``attempt`` (0-based)."""
     if retry_after is not None:
         return retry_after
-    delay = min(INITIAL_RETRY_DELAY * (2**attempt), MAX_RETRY_DELAY)
-    jitter = (rng or random).uniform(0, 0.25)
+    delay = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
+    jitter = (rng or _RNG).uniform(0, 0.25)
     return delay * (1 - jitter)
