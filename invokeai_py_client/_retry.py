@@ -20,7 +20,7 @@ from ._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER, MAX_RETRY_DELAY
 __all__ = ["backoff", "is_idempotent", "parse_retry_after", "should_retry_status"]
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_RETRY_STATUSES = frozenset({408, 409, 429})
+_RETRY_STATUSES = frozenset({408, 429})
 _RNG = random.Random()
 
 
