@@ -1,131 +1,32 @@
-"""The run lifecycle: submit, follow InvokeAI's events, persist, relay, cancel, reconcile.
+"""The run service: submit a run, wait for it, cancel it (following is in ``follower``).
 
-One background task (the *watcher*) holds a catch-all subscription on the client's event
-hub and routes each event by queue item id to the run it belongs to. Every relayed event is
-stored as a ``RunEvent`` row first, then published on the broker (SSE). Runs that are not
-terminal are re-read from InvokeAI's queue on start, after every (re)connect of the event
-stream, and periodically while it is down, so a restart mid-run finds the run finished::
-
-    POST /runs ─ enqueue ─ Run(queued) ─ run.queued
-    watcher ─ status in_progress ─ run.started ─ node.* ... ─ status completed
-            ─ read queue item ─ outputs ─ Run(succeeded) ─ run.succeeded
+A run is recorded only once InvokeAI accepted it: bad inputs (422) and an unreachable
+InvokeAI (503) leave no trace in the history.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app import crud
-from app.core.config import Settings
 from app.core.errors import InvokeAIUnavailable, NotFound
-from app.events import EventBroker
-from app.models import Run, RunStatus, Workflow, utcnow
-from app.services.follow import error_from_item, node_event, run_status_for
+from app.models import Run, RunStatus, Workflow
+from app.services.follower import RunFollower
 from app.services.inputs import apply_inputs
-from app.services.outputs import compute_outputs
 from app.services.submit import enqueue_run
 from app.services.workflows import load_handle
-from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.exceptions import APIConnectionError, InvokeAIError, NotFoundError
+from invokeai_py_client.exceptions import APIConnectionError
 
 __all__ = ["RunService"]
 
-logger = logging.getLogger(__name__)
-
-# How long a run whose item ended waits for trailing events before it is closed from the queue
-# item: InvokeAI sends a failed status before ``invocation_error``, and a queue read can beat
-# the Socket.IO events of the same item.
-FAILED_GRACE_SECONDS = 1.0
-EARLY_EVENTS_KEPT = 512
 CANCEL_WAIT_SECONDS = 5.0
-CONNECT_WAIT_SECONDS = 5.0
 
 
-@dataclass
-class _Tracked:
-    """A run being followed."""
-
-    run_id: str
-    workflow_id: str
-    item_id: int
-    status: str
-    failure_hint: dict[str, Any] | None = None
-    finishing: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    # Everything about one run is handled in order by one task reading this inbox:
-    # ("event", type, payload), ("check",) or ("finish",).
-    inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
-
-
-class RunService:
+class RunService(RunFollower):
     """Submits runs and keeps their state, events and outputs in the database."""
-
-    def __init__(
-        self, *, engine: Engine, client: InvokeAIClient, broker: EventBroker, settings: Settings
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.broker = broker
-        self.settings = settings
-        self._by_item: dict[int, _Tracked] = {}
-        self._by_run: dict[str, _Tracked] = {}
-        # Events that arrived before their enqueue call returned (the watcher is faster).
-        self._early: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=EARLY_EVENTS_KEPT)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._watcher: asyncio.Task[None] | None = None
-        self._poller: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._attempted = asyncio.Event()  # the watcher tried to connect at least once
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Load unfinished runs and start following InvokeAI (never blocks on it)."""
-        with Session(self.engine) as session:
-            unfinished = crud.list_unfinished_runs(session=session)
-        for run in unfinished:
-            if run.item_id is not None:
-                self._track(run).inbox.put_nowait(("check",))
-        self._watcher = asyncio.create_task(self._watch_forever(), name="gateway-run-watcher")
-        self._poller = asyncio.create_task(self._poll_forever(), name="gateway-run-poller")
-
-    async def stop(self) -> None:
-        """Stop the background tasks (runs stay recorded; the next start reconciles them)."""
-        tasks = [t for t in (self._watcher, self._poller, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    @property
-    def events_connected(self) -> bool:
-        """Whether InvokeAI's event stream is being followed right now."""
-        return self._connected.is_set()
-
-    async def _await_events(self) -> None:
-        # A run enqueued before the watcher listens would lose its node events (its end is
-        # still found by re-reading the queue item). Waiting is bounded: never block a run.
-        if self._attempted.is_set() and not self._connected.is_set():
-            return  # the stream is down; the poller will find how the run ends
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- submit, wait, cancel ---------------------------------------------------------------
 
     async def submit(
         self, *, workflow: Workflow, inputs: dict[str, Any], board_id: str | None
@@ -140,7 +41,7 @@ class RunService:
         try:
             handle = await load_handle(self.client, workflow.definition)
             recorded = await apply_inputs(self.client, handle, inputs)
-            await self._await_events()
+            await self.await_events()
             enqueued = await enqueue_run(handle, board_id=board_id, destination=run_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
@@ -157,50 +58,9 @@ class RunService:
         with Session(self.engine, expire_on_commit=False) as session:
             run = crud.create_run(session=session, run=run)
         data = {"item_id": run.item_id, "batch_id": run.batch_id}
-        await self._emit_for(run.id, run.workflow_id, "run.queued", data)
-        # No await from here on: events that came early are queued before any later one.
-        tracked = self._track(run)
-        for item_id, event_type, payload in self._early:
-            if item_id == tracked.item_id:
-                tracked.inbox.put_nowait(("event", event_type, payload))
-        tracked.inbox.put_nowait(("check",))
+        await self.emit_for(run.id, run.workflow_id, "run.queued", data)
+        self.follow_new(run)
         return run
-
-    def _track(self, run: Run) -> _Tracked:
-        assert run.item_id is not None
-        tracked = _Tracked(run.id, run.workflow_id, run.item_id, run.status)
-        self._by_item[run.item_id] = tracked
-        self._by_run[run.id] = tracked
-        self._spawn(self._consume(tracked))
-        return tracked
-
-    async def _consume(self, tracked: _Tracked) -> None:
-        while not tracked.done.is_set():
-            message = await tracked.inbox.get()
-            try:
-                if message[0] == "event":
-                    await self._route(tracked, message[1], message[2])
-                elif message[0] == "check":
-                    await self._check(tracked)
-                else:
-                    await self._finish(tracked)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad event must not stop the run's follower
-                logger.exception("while following run %s", tracked.run_id)
-
-    def _untrack(self, tracked: _Tracked) -> None:
-        self._by_item.pop(tracked.item_id, None)
-        self._by_run.pop(tracked.run_id, None)
-        tracked.done.set()
-
-    async def wait(self, run_id: str, timeout: float) -> None:
-        """Return when the run is terminal or ``timeout`` seconds passed."""
-        tracked = self._by_run.get(run_id)
-        if tracked is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tracked.done.wait(), timeout)
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""
@@ -211,11 +71,7 @@ class RunService:
             await self.client.queue_repo.acancel_item(run.item_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
-        tracked = self._by_run.get(run_id)
-        if tracked is not None:
-            tracked.inbox.put_nowait(("check",))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tracked.done.wait(), CANCEL_WAIT_SECONDS)
+        await self.recheck(run_id, CANCEL_WAIT_SECONDS)
         return self.load(run_id)
 
     def load(self, run_id: str) -> Run:
@@ -225,209 +81,3 @@ class RunService:
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
-
-    # -- events -----------------------------------------------------------------------------
-
-    async def _emit(self, tracked: _Tracked, event_type: str, data: dict[str, Any]) -> None:
-        await self._emit_for(tracked.run_id, tracked.workflow_id, event_type, data)
-
-    async def _emit_for(
-        self, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
-    ) -> None:
-        """Store the event, then publish it (the stored id is the SSE id)."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = crud.add_run_event(
-                session=session,
-                run_id=run_id,
-                workflow_id=workflow_id,
-                event_type=event_type,
-                data=data,
-            )
-        await self.broker.publish(
-            {
-                "id": row.id,
-                "run_id": row.run_id,
-                "workflow_id": row.workflow_id,
-                "event": row.event_type,
-                "data": row.data,
-                "created_at": row.created_at,
-            }
-        )
-
-    def _set(self, tracked: _Tracked, **changes: Any) -> None:
-        if "status" in changes:
-            tracked.status = changes["status"]
-        with Session(self.engine, expire_on_commit=False) as session:
-            crud.update_run(session=session, run_id=tracked.run_id, **changes)
-
-    async def _watch_forever(self) -> None:
-        delay = self.settings.reconcile_interval_seconds
-        while True:
-            try:
-                hub = await self.client.event_hub()
-                with hub.subscribe(everything=True) as sub:
-                    self._connected.set()
-                    self._attempted.set()
-                    await self._recheck_all()
-                    async for event in sub:
-                        await self._on_event(event.event_type, event.model_dump(mode="json"))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep following whatever happens; log and reconnect
-                logger.warning("event stream from InvokeAI lost; retrying", exc_info=True)
-            self._attempted.set()
-            self._connected.clear()
-            await asyncio.sleep(delay)
-
-    async def _poll_forever(self) -> None:
-        # A safety net for events lost while the stream was down or lagging.
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            if self._by_item:
-                await self._recheck_all()
-
-    async def _recheck_all(self) -> None:
-        for tracked in list(self._by_item.values()):
-            tracked.inbox.put_nowait(("check",))
-
-    async def _on_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        if event_type == "events_resync":
-            await self._recheck_all()
-            return
-        if event_type == "queue_items_canceled":
-            for item_id in payload.get("canceled_item_ids") or []:
-                if item_id in self._by_item:
-                    self._by_item[item_id].inbox.put_nowait(("check",))
-            return
-        item_id = payload.get("item_id")
-        if not isinstance(item_id, int):
-            return
-        tracked = self._by_item.get(item_id)
-        if tracked is None:
-            self._early.append((item_id, event_type, payload))
-            return
-        tracked.inbox.put_nowait(("event", event_type, payload))
-
-    async def _route(self, tracked: _Tracked, event_type: str, payload: dict[str, Any]) -> None:
-        if tracked.finishing:
-            return
-        if event_type == "queue_item_status_changed":
-            await self._on_status(tracked, str(payload.get("status")), payload)
-            return
-        translated = node_event(event_type, payload)
-        if translated is None:
-            return
-        await self._mark_started(tracked, payload.get("session_id"))
-        await self._emit(tracked, *translated)
-        if translated[0] == "node.failed":
-            tracked.failure_hint = translated[1]
-            await self._finish(tracked)
-
-    async def _mark_started(self, tracked: _Tracked, session_id: Any) -> None:
-        if tracked.status != RunStatus.queued.value:
-            return
-        self._set(
-            tracked, status=RunStatus.running.value, started_at=utcnow(), session_id=session_id
-        )
-        data = {"item_id": tracked.item_id, "session_id": session_id}
-        await self._emit(tracked, "run.started", data)
-
-    async def _on_status(self, tracked: _Tracked, status: str, payload: dict[str, Any]) -> None:
-        run_status = run_status_for(status)
-        if run_status == RunStatus.running.value:
-            await self._mark_started(tracked, payload.get("session_id"))
-        elif run_status == RunStatus.failed.value:
-            self._spawn(self._finish_later(tracked))  # give invocation_error time to arrive
-        elif run_status in (RunStatus.succeeded.value, RunStatus.canceled.value):
-            await self._finish(tracked)
-
-    async def _finish_later(self, tracked: _Tracked) -> None:
-        await asyncio.sleep(FAILED_GRACE_SECONDS)
-        tracked.inbox.put_nowait(("finish",))
-
-    # -- reconciling with the queue ---------------------------------------------------------
-
-    async def _check(self, tracked: _Tracked) -> None:
-        """Read the queue item and catch the run up with it."""
-        try:
-            item = await self.client.queue_repo.aget_item(tracked.item_id)
-        except NotFoundError:
-            await self._close(tracked, RunStatus.failed.value, error=_lost_error(tracked))
-            return
-        except InvokeAIError:
-            return  # unreachable: the poller tries again
-        run_status = run_status_for(str(item.status))
-        if run_status == RunStatus.running.value:
-            await self._mark_started(tracked, item.session_id)
-        elif run_status is not None and RunStatus(run_status).terminal:
-            if self.events_connected:
-                # The queue can answer before the item's last events arrive over Socket.IO:
-                # give them a moment, so the stream still carries every node event.
-                self._spawn(self._finish_later(tracked))
-            else:
-                await self._finish(tracked, item.model_dump(mode="json"))
-
-    async def _finish(self, tracked: _Tracked, item: dict[str, Any] | None = None) -> None:
-        """Close the run from its queue item (read here unless given)."""
-        if tracked.finishing:
-            return
-        tracked.finishing = True
-        try:
-            if item is None:
-                item = (await self.client.queue_repo.aget_item(tracked.item_id)).model_dump(
-                    mode="json"
-                )
-            await self._close_from_item(tracked, item)
-        except InvokeAIError:
-            tracked.finishing = False  # try again on the next check
-            logger.warning("cannot read queue item %s yet", tracked.item_id, exc_info=True)
-
-    async def _close_from_item(self, tracked: _Tracked, item: dict[str, Any]) -> None:
-        status = run_status_for(str(item.get("status")))
-        if tracked.status == RunStatus.queued.value and item.get("started_at"):
-            await self._mark_started(tracked, item.get("session_id"))
-        if status == RunStatus.succeeded.value:
-            outputs = compute_outputs(self._definition(tracked), item)
-            await self._close(tracked, status, outputs=outputs)
-        elif status == RunStatus.failed.value:
-            error = error_from_item(item, tracked.failure_hint)
-            await self._close(tracked, status, error=error)
-        else:
-            await self._close(tracked, RunStatus.canceled.value)
-
-    def _definition(self, tracked: _Tracked) -> dict[str, Any]:
-        with Session(self.engine) as session:
-            run = crud.get_run(session=session, run_id=tracked.run_id)
-            assert run is not None
-            version = crud.get_workflow_version(
-                session=session, workflow_id=run.workflow_id, version=run.workflow_version
-            )
-            assert version is not None
-            return dict(version.definition)
-
-    async def _close(
-        self,
-        tracked: _Tracked,
-        status: str,
-        *,
-        outputs: list[dict[str, Any]] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        tracked.finishing = True
-        self._set(tracked, status=status, finished_at=utcnow(), outputs=outputs, error=error)
-        data: dict[str, Any] = {}
-        if outputs is not None:
-            data["outputs"] = outputs
-        if error is not None:
-            data["error"] = error
-        await self._emit(tracked, f"run.{status}", data)
-        self._untrack(tracked)
-
-
-def _lost_error(tracked: _Tracked) -> dict[str, Any]:
-    return {
-        "error_type": "QueueItemNotFound",
-        "error_message": f"InvokeAI no longer has queue item {tracked.item_id}",
-        "node_id": None,
-        "node_type": None,
-    }

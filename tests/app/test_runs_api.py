@@ -221,8 +221,14 @@ async def test_cancel_a_queued_run(
     join = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
     await aclient.queue_repo.apause_processor()
     try:
-        response = await http.post(f"/workflows/{join['id']}/runs", json={"inputs": {"0": "c"}})
+        response = await http.post(
+            f"/workflows/{join['id']}/runs",
+            json={"inputs": {"0": "c"}},
+            headers={"Prefer": "wait=1"},
+        )
+        # Still queued after the wait: 202 with the run as it is.
         assert response.status_code == 202 and response.json()["status"] == "queued"
+        assert response.headers["preference-applied"] == "wait=1"
         run_id = response.json()["id"]
         assert response.headers["location"] == f"/runs/{run_id}"
         canceled = await http.post(f"/runs/{run_id}/cancel")
