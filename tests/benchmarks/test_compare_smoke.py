@@ -1,0 +1,66 @@
+"""The comparison harness runs end to end against the real server with a few samples.
+
+Checks the shape of what it writes (rows, contenders, ratios, the targets section), never the
+speeds: benchmarks measure speed, tests do not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import compare_bench, compare_runs
+from benchmarks._report import Report, Row
+
+pytestmark = pytest.mark.invokeai
+
+
+@pytest.fixture(scope="module")
+def report(invokeai_url: str) -> Report:
+    report = Report("smoke")
+    compare_bench.run(invokeai_url, report, compare_bench.smoke_plan())
+    return report
+
+
+def _rows(report: Report, prefix: str) -> dict[str, Row]:
+    return {r.contender: r for r in report.rows if r.scenario.startswith(prefix)}
+
+
+def test_tiny_runs_have_a_row_per_contender_with_samples(report: Report) -> None:
+    expected = {n for n in compare_runs.CONTENDERS if not n.startswith("older")}
+    for prefix in ("1.", "2."):
+        rows = _rows(report, prefix)
+        assert set(rows) == expected
+        for row in rows.values():
+            assert len(row.samples) == 2, row
+            assert "FAILED" not in row.note
+    assert _rows(report, "1.")["direct (httpx + Socket.IO)"].ratio == 1.0
+
+
+def test_submission_overhead_compares_gateway_to_direct(report: Report) -> None:
+    rows = _rows(report, "3.")
+    assert set(rows) == {"direct enqueue_batch", "gateway POST run (202)"}
+    gateway = rows["gateway POST run (202)"]
+    assert gateway.ratio is not None and gateway.ratio > 0
+
+
+def test_fan_out_streams_saw_the_whole_run(report: Report) -> None:
+    (row,) = _rows(report, "5.").values()
+    assert "2/2 streams saw the whole run" in row.note
+    assert len(row.samples) == 4  # 2 streams x 2 nodes
+
+
+def test_preparation_rows_cover_the_synthetic_workflow(report: Report) -> None:
+    names = [r.scenario for r in report.rows if r.scenario.startswith("7.")]
+    assert len(names) == 3
+    assert names[-1] == "7. prep: synthetic 1,000 nodes (1000 nodes)"
+
+
+def test_rows_are_in_scenario_order_and_serialise(report: Report) -> None:
+    numbers = [int(r.scenario.split(".")[0]) for r in report.rows]
+    assert numbers == sorted(numbers)
+    assert "| 3. gateway/direct submission < 1.3 |" in compare_bench.targets_section()
+    md = report.markdown()
+    assert md.count("\n| ") == len(report.rows) + 1  # header + one line per row
+    json.dumps([r.samples for r in report.rows])
