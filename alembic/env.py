@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from app import models
+from app import models, webhook_models  # noqa: F401 (registers the tables)
 from app.core.config import Settings
 from app.core.db import make_engine
 

@@ -157,6 +157,14 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = _time()
     error: dict[str, Any] | None = _json()
     outputs: list[dict[str, Any]] | None = _json()
+    # Idempotency: the caller's key and a hash of the request body it came with.
+    idempotency_key: str | None = Field(default=None, unique=True)
+    request_hash: str | None = None
+    # Deadline: a run still unfinished at this moment is canceled on InvokeAI.
+    cancel_at: datetime | None = _time(index=True)
+    # Per-run webhook: where to deliver, and which run event types (None: the terminal ones).
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = _json()
 
 
 class RunEvent(SQLModel, table=True):
