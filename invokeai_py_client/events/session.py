@@ -111,6 +111,9 @@ async def connect_socketio(
             wait_timeout=SUBSCRIBE_TIMEOUT + 5,
         )
     except socketio.exceptions.ConnectionError as exc:
+        # A failed attempt leaves engine.io's aiohttp session open; its reset closes it.
+        with contextlib.suppress(Exception):
+            await sio.eio.disconnect(abort=True)
         raise APIConnectionError(
             f"cannot open Socket.IO at {client.base_url}: {exc}", url=client.base_url
         ) from exc

@@ -42,3 +42,24 @@ def test_context_manager_closes_the_portal(invokeai_url: str) -> None:
         assert c.health_check()
         assert c._portal.running
     assert not c._portal.running
+
+
+async def test_failed_socketio_connect_leaves_no_open_session() -> None:
+    """A refused Socket.IO connection must not leak engine.io's aiohttp session."""
+    import gc
+    import warnings
+
+    from invokeai_py_client import APIConnectionError
+    from tests.support.invokeai_server import free_port
+
+    client = InvokeAIClient("127.0.0.1", free_port(), max_retries=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            with pytest.raises(APIConnectionError):
+                async with client.socketio_session():
+                    pass
+        gc.collect()
+    await client.aclose()
+    leaks = [w for w in caught if "Unclosed client session" in str(w.message)]
+    assert leaks == []
