@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -80,6 +80,48 @@ class Settings(BaseSettings):
         description="How often unfinished runs are re-checked while InvokeAI is unreachable.",
     )
     migrate_on_start: bool = Field(True, validation_alias=_env("GATEWAY_MIGRATE_ON_START"))
+
+    # -- security, idempotency, deadlines, backpressure --------------------------------------
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=_env("GATEWAY_API_KEYS"),
+        description="Comma-separated API keys (`Authorization: Bearer`); none: loopback only.",
+    )
+    cors_origins: str = Field(
+        "",
+        validation_alias=_env("GATEWAY_CORS_ORIGINS"),
+        description="Comma-separated origins allowed by CORS (none: no CORS headers).",
+    )
+    invokeai_username: str | None = Field(
+        None,
+        validation_alias=_env("INVOKEAI_USERNAME"),
+        description="Log in to a multi-user InvokeAI as this user.",
+    )
+    invokeai_password: SecretStr | None = Field(
+        None, validation_alias=_env("INVOKEAI_PASSWORD"), description="Password of that user."
+    )
+    idempotency_ttl_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_IDEMPOTENCY_TTL"),
+        description="How long an Idempotency-Key is remembered.",
+    )
+    max_unfinished_runs: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_env("GATEWAY_MAX_UNFINISHED_RUNS"),
+        description="Unfinished runs accepted at once; past it, 429 with Retry-After.",
+    )
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (empty: authentication off, loopback only)."""
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The CORS allowlist."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
