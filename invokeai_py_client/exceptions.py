@@ -17,7 +17,8 @@
     ├── InputValidationError          a value does not fit an input (names index and label)
     ├── RunTimeoutError               waiting for a run took longer than asked
     ├── RunFailedError                the server ran the item and it failed
-    └── RunCanceledError              the item was canceled before it finished
+    ├── RunCanceledError              the item was canceled before it finished
+    └── InvalidWebhookSignatureError  a webhook's Standard Webhooks signature does not verify
 
 Foreign exceptions (httpx, socketio) are translated in one place, ``_http.map_transport_errors``,
 and kept as ``__cause__``.
@@ -37,6 +38,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "InputValidationError",
+    "InvalidWebhookSignatureError",
     "InvokeAIError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -211,3 +213,7 @@ class RunCanceledError(InvokeAIError):
     def __init__(self, message: str, *, item_id: int | None = None) -> None:
         super().__init__(message)
         self.item_id = item_id
+
+
+class InvalidWebhookSignatureError(InvokeAIError, ValueError):
+    """A received webhook is not signed by any accepted secret, or its timestamp is off."""
