@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from invokeai_py_client.queue.models import IvkJob
+
 __all__ = [
     "NODE_EVENTS",
     "error_from_item",
@@ -28,7 +30,6 @@ __all__ = [
     "node_event",
     "outputs_with_urls",
     "run_status_for",
-    "values_from_item",
 ]
 
 # InvokeAI event name -> gateway event type, for the per-node events.
@@ -92,28 +93,11 @@ def node_event(event_type: str, payload: Mapping[str, Any]) -> tuple[str, dict[s
     return kind, data
 
 
-def _session(item: Mapping[str, Any]) -> Mapping[str, Any]:
-    session = item.get("session")
-    return session if isinstance(session, Mapping) else {}
-
-
-def _failed_node(item: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The source node id and type of the node that failed, from the session's errors."""
-    session = _session(item)
-    errors = session.get("errors") or {}
-    prepared_to_source = session.get("prepared_source_mapping") or {}
-    for prepared_id in errors:
-        source_id = prepared_to_source.get(prepared_id, prepared_id)
-        node = (session.get("graph") or {}).get("nodes", {}).get(source_id) or {}
-        return source_id, node.get("type")
-    return None, None
-
-
 def error_from_item(
     item: Mapping[str, Any], hint: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The run's error from a failed queue item, completed by a ``node.failed`` event's data."""
-    node_id, node_type = _failed_node(item)
+    node_id, node_type = IvkJob.model_validate(item).failed_node()
     hint = hint or {}
     return {
         "error_type": item.get("error_type") or hint.get("error_type"),
@@ -121,24 +105,6 @@ def error_from_item(
         "node_id": hint.get("node_id") or node_id,
         "node_type": hint.get("node_type") or node_type,
     }
-
-
-_SCALAR_OUTPUTS = ("value", "collection")
-
-
-def values_from_item(item: Mapping[str, Any], node_ids: list[str]) -> dict[str, list[Any]]:
-    """Non-image results (``value`` or ``collection`` members) of the given source nodes."""
-    session = _session(item)
-    results = session.get("results") or {}
-    mapping = session.get("source_prepared_mapping") or {}
-    found: dict[str, list[Any]] = {}
-    for node_id in node_ids:
-        for prepared_id in sorted(mapping.get(node_id) or []):
-            result = results.get(prepared_id) or {}
-            for key in _SCALAR_OUTPUTS:
-                if key in result and not list(image_names_in(result[key])):
-                    found.setdefault(node_id, []).append(result[key])
-    return found
 
 
 def image_url(name: str) -> str:

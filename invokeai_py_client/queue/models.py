@@ -92,7 +92,10 @@ class IvkJob(APIModel):
             return None, None
         prepared_id = next(iter(errors))
         source_id = (session.get("prepared_source_mapping") or {}).get(prepared_id, prepared_id)
-        node = ((session.get("execution_graph") or {}).get("nodes") or {}).get(prepared_id) or {}
+        # The prepared node is in the execution graph; the source graph has it by source id.
+        prepared = ((session.get("execution_graph") or {}).get("nodes") or {}).get(prepared_id)
+        source = ((session.get("graph") or {}).get("nodes") or {}).get(source_id)
+        node = prepared or source or {}
         return source_id, node.get("type")
 
 
