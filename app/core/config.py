@@ -113,6 +113,43 @@ class Settings(BaseSettings):
         description="Unfinished runs accepted at once; past it, 429 with Retry-After.",
     )
 
+    # -- webhooks ---------------------------------------------------------------------------
+    webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=_env("GATEWAY_WEBHOOK_SECRET"),
+        description="`whsec_` signing secret; comma-separated during rotation (signs with "
+        "the first). Unset: one is generated once and kept in data_dir/webhook-secret.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        validation_alias=_env("GATEWAY_WEBHOOK_ALLOW_PRIVATE"),
+        description="Allow webhook URLs on loopback, private, link-local or reserved addresses.",
+    )
+    webhook_retry_window_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_WEBHOOK_RETRY_WINDOW"),
+        description="How long a delivery is retried before it is marked failed.",
+    )
+    webhook_backoff_base_seconds: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_WEBHOOK_BACKOFF_BASE"),
+        description="Delay before the first retry; doubles each time (with jitter).",
+    )
+    webhook_backoff_cap_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_WEBHOOK_BACKOFF_CAP"),
+        description="Longest delay between two attempts of a delivery.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_WEBHOOK_TIMEOUT"),
+        description="How long one delivery attempt may take.",
+    )
+
     @property
     def api_key_list(self) -> list[str]:
         """The configured API keys (empty: authentication off, loopback only)."""
