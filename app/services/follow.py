@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from invokeai_py_client.queue.models import IvkJob
+from invokeai_py_client.queue.models import failed_node_in
 
 __all__ = [
     "NODE_EVENTS",
@@ -97,7 +97,8 @@ def error_from_item(
     item: Mapping[str, Any], hint: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The run's error from a failed queue item, completed by a ``node.failed`` event's data."""
-    node_id, node_type = IvkJob.model_validate(item).failed_node()
+    session = item.get("session")
+    node_id, node_type = failed_node_in(session if isinstance(session, Mapping) else {})
     hint = hint or {}
     return {
         "error_type": item.get("error_type") or hint.get("error_type"),

@@ -6,6 +6,7 @@ server adds stays a plain string instead of breaking the parse.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -44,6 +45,20 @@ class JobStatus(StrEnum):
 OpenJobStatus = Annotated[JobStatus | str, Field(union_mode="left_to_right")]
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+def failed_node_in(session: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(source node id, node type) of the failed node in a queue item's ``session``."""
+    errors = session.get("errors") or {}
+    if not errors:
+        return None, None
+    prepared_id = next(iter(errors))
+    source_id = (session.get("prepared_source_mapping") or {}).get(prepared_id, prepared_id)
+    # The prepared node is in the execution graph; the source graph has it by source id.
+    prepared = ((session.get("execution_graph") or {}).get("nodes") or {}).get(prepared_id)
+    source = ((session.get("graph") or {}).get("nodes") or {}).get(source_id)
+    node = prepared or source or {}
+    return source_id, node.get("type")
 
 
 def is_terminal_status(status: str | None) -> bool:
@@ -86,17 +101,7 @@ class IvkJob(APIModel):
 
     def failed_node(self) -> tuple[str | None, str | None]:
         """(source node id, node type) of the node that failed, read from ``session``."""
-        session = self.session or {}
-        errors = session.get("errors") or {}
-        if not errors:
-            return None, None
-        prepared_id = next(iter(errors))
-        source_id = (session.get("prepared_source_mapping") or {}).get(prepared_id, prepared_id)
-        # The prepared node is in the execution graph; the source graph has it by source id.
-        prepared = ((session.get("execution_graph") or {}).get("nodes") or {}).get(prepared_id)
-        source = ((session.get("graph") or {}).get("nodes") or {}).get(source_id)
-        node = prepared or source or {}
-        return source_id, node.get("type")
+        return failed_node_in(self.session or {})
 
 
 class QueueStatus(APIModel):
