@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, DateTime, MetaData, UniqueConstraint
@@ -32,6 +32,7 @@ __all__ = [
     "RunStatus",
     "RunsPublic",
     "UTCDateTime",
+    "WebhookEventName",
     "Workflow",
     "WorkflowDetail",
     "WorkflowInput",
@@ -90,6 +91,12 @@ def _json(nullable: bool = True) -> Any:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
+
+
+# Webhook event names (per-run ``webhook_events``, subscriptions) -> run event types:
+# queued: run.queued, started: run.started, progress: node.progress,
+# completed: run.succeeded, failed: run.failed, canceled: run.canceled.
+WebhookEventName = Literal["queued", "started", "progress", "completed", "failed", "canceled"]
 
 
 class RunStatus(StrEnum):
@@ -252,6 +259,12 @@ class RunCreate(BaseModel):
 
     inputs: dict[str, Any] = {}
     board_id: str | None = None
+    webhook_url: str | None = Field(
+        default=None, description="POST signed notices of this run here (Standard Webhooks)."
+    )
+    webhook_events: list[WebhookEventName] | None = Field(
+        default=None, description="Which notices (default: completed, failed, canceled)."
+    )
 
 
 class RunError(SQLModel):
@@ -309,6 +322,8 @@ class RunPublic(SQLModel):
     finished_at: datetime | None = None
     error: RunError | None = None
     outputs: list[RunOutput] = []
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
     links: RunLinks
 
 
