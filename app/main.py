@@ -18,8 +18,10 @@ from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, run_migrations
 from app.core.errors import install_handlers
+from app.core.security import check_bind, install_security
 from app.events import InMemoryEventBroker
 from app.services.runs import RunService
+from app.services.webhook_worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = ["create_app"]
@@ -35,6 +37,7 @@ Server-Sent Events, and find every run in a durable history. Errors are
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway application for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
+    check_bind(settings)  # before anything binds: no open, unauthenticated network port
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             run_migrations(settings.database_url)
         engine = make_engine(settings.database_url)
-        client = InvokeAIClient.from_url(settings.invokeai_url)
+        client = _invokeai_client(settings)
         broker = InMemoryEventBroker()
         run_service = RunService(engine=engine, client=client, broker=broker, settings=settings)
         app.state.settings = settings
@@ -51,10 +54,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker = broker
         app.state.run_service = run_service
         await run_service.start()
+        webhook_worker = WebhookWorker(engine=engine, settings=settings)
+        app.state.webhook_worker = webhook_worker
+        await webhook_worker.start()
         try:
             yield
         finally:
             await run_service.stop()
+            await webhook_worker.stop()
             await broker.close()
             await client.aclose()
             engine.dispose()
@@ -66,5 +73,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    install_security(app, settings)
     app.include_router(api_router)
     return app
+
+
+def _invokeai_client(settings: Settings) -> InvokeAIClient:
+    # Multi-user InvokeAI: the client logs in lazily, again after a 401, and hands the token
+    # to the Socket.IO handshake, so the run events keep coming.
+    password = settings.invokeai_password
+    return InvokeAIClient.from_url(
+        settings.invokeai_url,
+        username=settings.invokeai_username,
+        password=password.get_secret_value() if password is not None else None,
+    )

@@ -15,6 +15,7 @@ from app.core.db import open_session
 from app.core.errors import NotFound
 from app.events import EventBroker
 from app.models import Run, Workflow
+from app.services.claims import SUBMITTING
 from app.services.runs import RunService
 from invokeai_py_client import InvokeAIClient
 
@@ -72,7 +73,7 @@ def valid_workflow(workflow_id: str, session: SessionDep) -> Workflow:
 def valid_run(run_id: str, session: SessionDep) -> Run:
     """The run named in the path, or 404."""
     run = crud.get_run(session=session, run_id=run_id)
-    if run is None:
+    if run is None or run.status == SUBMITTING:  # not enqueued (yet): not a run of the API
         raise NotFound(f"no run with id {run_id!r}")
     return run
 

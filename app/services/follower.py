@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app import crud
+from app import crud, crud_webhooks
 from app.core.config import Settings
 from app.events import EventBroker
 from app.models import Run, RunStatus, utcnow
@@ -53,7 +53,10 @@ class _Tracked:
     workflow_id: str
     item_id: int
     status: str
+    batch_id: str | None = None
     failure_hint: dict[str, Any] | None = None
+    # Whether InvokeAI told the end over Socket.IO; if not, the terminal event is synthetic.
+    evented: bool = False
     finishing: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # Everything about one run is handled in order by one task reading this inbox:
@@ -139,9 +142,15 @@ class RunFollower:
             tracked.inbox.put_nowait(("check",))
             await self.wait(run_id, timeout)
 
+    def nudge(self, run_id: str) -> None:
+        """Re-read a followed run's queue item soon (no waiting)."""
+        tracked = self._by_run.get(run_id)
+        if tracked is not None:
+            tracked.inbox.put_nowait(("check",))
+
     def _track(self, run: Run) -> _Tracked:
         assert run.item_id is not None
-        tracked = _Tracked(run.id, run.workflow_id, run.item_id, run.status)
+        tracked = _Tracked(run.id, run.workflow_id, run.item_id, run.status, run.batch_id)
         self._by_item[run.item_id] = tracked
         self._by_run[run.id] = tracked
         self._spawn(self._consume(tracked))
@@ -183,9 +192,9 @@ class RunFollower:
     async def emit_for(
         self, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
     ) -> None:
-        """Store the event, then publish it (the stored id is the SSE id)."""
+        """Store the event with its webhook deliveries (one transaction), then publish it."""
         with Session(self.engine, expire_on_commit=False) as session:
-            row = crud.add_run_event(
+            row = crud_webhooks.add_run_event_with_deliveries(
                 session=session,
                 run_id=run_id,
                 workflow_id=workflow_id,
@@ -270,15 +279,20 @@ class RunFollower:
         await self._emit(tracked, *translated)
         if translated[0] == "node.failed":
             tracked.failure_hint = translated[1]
+            tracked.evented = True
             await self._finish(tracked)
 
-    async def _mark_started(self, tracked: _Tracked, session_id: Any) -> None:
+    async def _mark_started(
+        self, tracked: _Tracked, session_id: Any, *, synthetic: bool = False
+    ) -> None:
         if tracked.status != RunStatus.queued.value:
             return
         self._set(
             tracked, status=RunStatus.running.value, started_at=utcnow(), session_id=session_id
         )
-        data = {"item_id": tracked.item_id, "session_id": session_id}
+        data: dict[str, Any] = {"item_id": tracked.item_id, "session_id": session_id}
+        if synthetic:
+            data["synthetic"] = True  # learnt from the queue item, not from an event
         await self._emit(tracked, "run.started", data)
 
     async def _on_status(self, tracked: _Tracked, status: str, payload: dict[str, Any]) -> None:
@@ -286,8 +300,10 @@ class RunFollower:
         if run_status == RunStatus.running.value:
             await self._mark_started(tracked, payload.get("session_id"))
         elif run_status == RunStatus.failed.value:
+            tracked.evented = True
             self._spawn(self._finish_later(tracked))  # give invocation_error time to arrive
         elif run_status in (RunStatus.succeeded.value, RunStatus.canceled.value):
+            tracked.evented = True
             await self._finish(tracked)
 
     async def _finish_later(self, tracked: _Tracked) -> None:
@@ -305,9 +321,13 @@ class RunFollower:
             return
         except InvokeAIError:
             return  # unreachable: the poller tries again
+        if tracked.batch_id and item.batch_id and item.batch_id != tracked.batch_id:
+            # InvokeAI lost its queue and reuses item ids: this item is another run's.
+            await self._close(tracked, RunStatus.failed.value, error=_lost_error(tracked))
+            return
         run_status = run_status_for(str(item.status))
         if run_status == RunStatus.running.value:
-            await self._mark_started(tracked, item.session_id)
+            await self._mark_started(tracked, item.session_id, synthetic=True)
         elif run_status is not None and RunStatus(run_status).terminal:
             if self.events_connected:
                 # The queue can answer before the item's last events arrive over Socket.IO:
@@ -334,7 +354,7 @@ class RunFollower:
     async def _close_from_item(self, tracked: _Tracked, item: dict[str, Any]) -> None:
         status = run_status_for(str(item.get("status")))
         if tracked.status == RunStatus.queued.value and item.get("started_at"):
-            await self._mark_started(tracked, item.get("session_id"))
+            await self._mark_started(tracked, item.get("session_id"), synthetic=True)
         if status == RunStatus.succeeded.value:
             outputs = compute_outputs(self._definition(tracked), item)
             await self._close(tracked, status, outputs=outputs)
@@ -342,7 +362,22 @@ class RunFollower:
             error = error_from_item(item, tracked.failure_hint)
             await self._close(tracked, status, error=error)
         else:
-            await self._close(tracked, RunStatus.canceled.value)
+            await self._close(
+                tracked, RunStatus.canceled.value, error=self._deadline_error(tracked)
+            )
+
+    def _deadline_error(self, tracked: _Tracked) -> dict[str, Any] | None:
+        """Why a canceled run was canceled, when its deadline had passed (else None)."""
+        with Session(self.engine) as session:
+            run = crud.get_run(session=session, run_id=tracked.run_id)
+        if run is None or run.cancel_at is None or run.cancel_at > utcnow():
+            return None
+        return {
+            "error_type": "DeadlineExceeded",
+            "error_message": f"canceled: unfinished at its deadline {run.cancel_at.isoformat()}",
+            "node_id": None,
+            "node_type": None,
+        }
 
     def _definition(self, tracked: _Tracked) -> dict[str, Any]:
         with Session(self.engine) as session:
@@ -369,6 +404,8 @@ class RunFollower:
             data["outputs"] = outputs
         if error is not None:
             data["error"] = error
+        if not tracked.evented:
+            data["synthetic"] = True  # InvokeAI's own status event for the end never came
         await self._emit(tracked, f"run.{status}", data)
         self._untrack(tracked)
 
@@ -376,7 +413,10 @@ class RunFollower:
 def _lost_error(tracked: _Tracked) -> dict[str, Any]:
     return {
         "error_type": "QueueItemNotFound",
-        "error_message": f"InvokeAI no longer has queue item {tracked.item_id}",
+        "error_message": (
+            f"InvokeAI no longer has queue item {tracked.item_id} of batch {tracked.batch_id} "
+            "(its queue was cleared, pruned or replaced); the run's outcome is unknown"
+        ),
         "node_id": None,
         "node_type": None,
     }

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from app.core.errors import InputInvalid, WorkflowInvalid
 from invokeai_py_client.exceptions import (
     InputValidationError,
@@ -14,7 +16,7 @@ from invokeai_py_client.exceptions import (
 )
 from invokeai_py_client.workflow.handle import WorkflowHandle
 
-__all__ = ["Enqueued", "apply_board", "enqueue_run", "server_problems"]
+__all__ = ["Enqueued", "apply_board", "enqueue_run", "nothing_sent", "server_problems"]
 
 ORIGIN = "invokeai-gateway"
 
@@ -76,19 +78,32 @@ def _body(handle: WorkflowHandle, batch_id: str) -> dict[str, Any]:
         raise WorkflowInvalid(str(exc), errors=[{"reason": p} for p in exc.problems]) from exc
 
 
+def nothing_sent(exc: BaseException) -> bool:
+    """Whether a failed enqueue surely never reached InvokeAI (the connection was refused)."""
+    return isinstance(exc.__cause__, httpx.ConnectError)
+
+
 async def enqueue_run(
-    handle: WorkflowHandle, *, board_id: str | None, destination: str | None = None
+    handle: WorkflowHandle,
+    *,
+    board_id: str | None,
+    destination: str | None = None,
+    batch_id: str | None = None,
 ) -> Enqueued:
-    """Enqueue the handle's current values once (the client never re-sends an enqueue).
+    """Enqueue the handle's current values once, as batch ``batch_id`` (minted if None).
+
+    The client never re-sends an enqueue: when the answer is lost it looks the batch up by
+    its id and returns what InvokeAI did take.
 
     Raises:
         InputInvalid: a required input has no value, or InvokeAI refused a value.
         WorkflowInvalid: the workflow cannot be sent to this server.
-        APIConnectionError: InvokeAI is unreachable and did not take the batch.
+        APIConnectionError: InvokeAI is unreachable and the batch was not found there
+            (``nothing_sent(exc)`` tells whether it surely was never sent).
     """
     handle.origin = ORIGIN
     handle.destination = destination
-    body = _body(handle, str(uuid.uuid4()))
+    body = _body(handle, batch_id or str(uuid.uuid4()))
     if board_id:
         apply_board(body, handle.definition.to_dict(), board_id)
     try:

@@ -7,27 +7,45 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from app import crud
 from app.api.deps import RunDep, RunServiceDep, SessionDep, SettingsDep, WorkflowDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
 from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
+from app.services.claims import PUBLIC_STATUSES, request_hash
 from app.services.follow import outputs_with_urls
+from app.services.runs import Submission
 
 __all__ = ["parse_prefer_wait", "router", "run_public"]
 
 router = APIRouter(tags=["runs"])
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
+MAX_CANCEL_AFTER = 7 * 24 * 3600.0
+# Run columns a body may set besides inputs and board (the per-run webhook).
+EXTRA_COLUMNS = ("webhook_url", "webhook_events")
+
+
+class RunRequest(RunCreate):
+    """The run body, with an optional deadline."""
+
+    cancel_after: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_CANCEL_AFTER,
+        description="Seconds after which the run, if unfinished, is canceled on InvokeAI "
+        "(the `Cancel-After` header, when given, wins).",
+    )
+
 
 RUN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": RunCreate.model_json_schema(),
+                "schema": RunRequest.model_json_schema(),
                 "example": {"inputs": {"0": "a prompt", "3": 30}, "board_id": None},
             }
         },
@@ -71,10 +89,10 @@ def _run_response(run: Run, code: int, extra: dict[str, str] | None = None) -> R
     return Response(body, status_code=code, media_type="application/json", headers=headers)
 
 
-async def _run_body(request: Request, limit: int) -> RunCreate:
+async def _run_body(request: Request, limit: int) -> RunRequest:
     raw = await read_body_limited(request, limit)
     try:
-        return RunCreate.model_validate_json(raw or b"{}")
+        return RunRequest.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         errors = [
             {"index": None, "label": None, "reason": f"{'.'.join(map(str, e['loc']))}: {e['msg']}"}
@@ -91,8 +109,10 @@ async def _run_body(request: Request, limit: int) -> RunCreate:
     responses={
         200: {"model": RunPublic, "description": "Finished within `Prefer: wait=N`."},
         404: {"description": "Unknown workflow."},
+        409: {"description": "The Idempotency-Key was used with another request."},
         413: {"description": "The body is above GATEWAY_MAX_UPLOAD_BYTES."},
         422: {"description": "Bad inputs: `errors` names each index, its label and why."},
+        429: {"description": "Too many unfinished runs (see Retry-After)."},
         503: {"description": "InvokeAI is unreachable (the run was not submitted)."},
     },
 )
@@ -102,17 +122,44 @@ async def create_run(
     service: RunServiceDep,
     settings: SettingsDep,
     prefer: Annotated[str | None, Header(description="`wait=N`: block up to N s")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Retry safely: the same key and body return the original run "
+            "(with `Idempotent-Replayed: true`); the same key with another body is 409. "
+            "Keys are remembered for GATEWAY_IDEMPOTENCY_TTL seconds (default 24 h).",
+        ),
+    ] = None,
+    cancel_after: Annotated[
+        float | None,
+        Header(gt=0, le=MAX_CANCEL_AFTER, description="Deadline in seconds from now."),
+    ] = None,
 ) -> Response:
     """Run a workflow with values keyed by input index (unset inputs keep their value)."""
     body = await _run_body(request, settings.max_upload_bytes)
-    run = await service.submit(workflow=workflow, inputs=body.inputs, board_id=body.board_id)
+    deadline = cancel_after if cancel_after is not None else body.cancel_after
+    fields = body.model_dump(mode="json") | {"cancel_after": deadline}
+    submission = Submission(
+        workflow=workflow,
+        inputs=body.inputs,
+        board_id=body.board_id,
+        key=idempotency_key,
+        request_hash=request_hash(workflow.id, fields),
+        cancel_after=deadline,
+        columns={k: getattr(body, k) for k in EXTRA_COLUMNS if getattr(body, k, None)},
+    )
+    run, replayed = await service.submit(submission)
+    extra = {"Idempotent-Replayed": "true"} if replayed else {}
     wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
-    if wait is None:
-        return _run_response(run, status.HTTP_202_ACCEPTED)
-    await service.wait(run.id, wait)
-    run = service.load(run.id)
-    code = status.HTTP_200_OK if RunStatus(run.status).terminal else status.HTTP_202_ACCEPTED
-    return _run_response(run, code, {"Preference-Applied": f"wait={prefer_value(wait)}"})
+    if wait is not None:
+        await service.wait(run.id, wait)
+        run = service.load(run.id)
+        extra["Preference-Applied"] = f"wait={prefer_value(wait)}"
+    finished = RunStatus(run.status).terminal and (wait is not None or replayed)
+    return _run_response(run, status.HTTP_200_OK if finished else status.HTTP_202_ACCEPTED, extra)
 
 
 def prefer_value(wait: float) -> str:
@@ -140,7 +187,7 @@ def list_runs(
     rows = crud.list_runs(
         session=session,
         workflow_id=workflow_id,
-        status=[s.value for s in status_] if status_ else None,
+        status=[s.value for s in status_] if status_ else PUBLIC_STATUSES,
         created_after=created_after,
         created_before=created_before,
         cursor=position,

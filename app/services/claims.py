@@ -1,0 +1,130 @@
+"""Database side of submitting: claiming a run (and its Idempotency-Key) before enqueueing.
+
+A run row is written *before* InvokeAI is asked, in the internal status ``submitting`` and
+holding the batch id minted for it. The unique constraint on ``idempotency_key`` decides
+which of several concurrent requests with one key enqueues; the others return the winner's
+run. ``submitting`` rows are invisible in the API (``GET /runs`` lists only the public
+statuses; ``GET /runs/{id}`` answers 404); one left behind by a crash is resolved by looking
+its batch up on InvokeAI (``RunService``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.models import Run, RunStatus, utcnow
+
+__all__ = [
+    "PUBLIC_STATUSES",
+    "SUBMITTING",
+    "claim_run",
+    "count_unfinished",
+    "delete_claim",
+    "find_by_key",
+    "list_due",
+    "list_submitting",
+    "mark_queued",
+    "release_expired_keys",
+    "request_hash",
+]
+
+SUBMITTING = "submitting"
+PUBLIC_STATUSES = [s.value for s in RunStatus]
+_TERMINAL = [s.value for s in RunStatus if s.terminal]
+
+
+def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
+    """A fingerprint of what a request asks for (key order and whitespace do not matter)."""
+    canonical = json.dumps({"workflow_id": workflow_id, "body": body}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def claim_run(engine: Engine, run: Run) -> bool:
+    """Insert ``run``; False when its Idempotency-Key is already held by another row."""
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(run)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return False
+    return True
+
+
+def mark_queued(
+    engine: Engine, run_id: str, item_id: int, inputs: dict[str, Any] | None = None
+) -> Run | None:
+    """Move a ``submitting`` row to ``queued``; None when it was no longer ``submitting``."""
+    values: dict[str, Any] = {"item_id": item_id, "status": RunStatus.queued.value}
+    if inputs is not None:
+        values["inputs"] = inputs
+    statement = (
+        update(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING).values(**values)
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        result = session.execute(statement)
+        session.commit()
+        if not getattr(result, "rowcount", 0):
+            return None
+        return session.get(Run, run_id)
+
+
+def find_by_key(engine: Engine, key: str) -> Run | None:
+    """The run holding ``key``, if any."""
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(select(Run).where(Run.idempotency_key == key)).first()
+
+
+def delete_claim(engine: Engine, run_id: str) -> None:
+    """Forget a run that was never enqueued (only ``submitting`` rows are deleted)."""
+    with Session(engine) as session:
+        session.execute(delete(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING))
+        session.commit()
+
+
+def count_unfinished(engine: Engine) -> int:
+    """Runs not yet terminal, ``submitting`` ones included."""
+    with Session(engine) as session:
+        query = select(func.count()).select_from(Run).where(col(Run.status).not_in(_TERMINAL))
+        return int(session.exec(query).one())
+
+
+def list_submitting(engine: Engine) -> Sequence[Run]:
+    """Rows claimed but not (yet) known to be enqueued."""
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(select(Run).where(Run.status == SUBMITTING)).all()
+
+
+def list_due(engine: Engine, now: datetime) -> Sequence[Run]:
+    """Enqueued runs still unfinished whose deadline passed."""
+    query = select(Run).where(
+        col(Run.cancel_at).is_not(None),
+        col(Run.cancel_at) <= now,
+        col(Run.status).in_([RunStatus.queued.value, RunStatus.running.value]),
+        col(Run.item_id).is_not(None),
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(query).all()
+
+
+def release_expired_keys(engine: Engine, ttl_seconds: float, *, key: str | None = None) -> int:
+    """Clear the Idempotency-Key of runs older than the TTL (one key, or all); the runs stay."""
+    cutoff = utcnow() - timedelta(seconds=ttl_seconds)
+    statement = update(Run).where(
+        col(Run.idempotency_key).is_not(None), col(Run.created_at) < cutoff
+    )
+    if key is not None:
+        statement = statement.where(col(Run.idempotency_key) == key)
+    with Session(engine) as session:
+        result = session.execute(statement.values(idempotency_key=None))
+        session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
