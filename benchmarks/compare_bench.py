@@ -9,7 +9,10 @@ are in ``FULL`` below and explained in benchmarks/README.md.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from tests.support.workflow_factory import tiny_blur_workflow
 from . import compare_prep, compare_runs, compare_streams
 from ._legacy import WORK, legacy_python
 from ._report import Report, Row
-from .gateway_bench import gateway_process, register_tiny
+from .gateway_bench import ROOT, gateway_process, register_tiny
 
 
 @dataclass(frozen=True)
@@ -64,24 +67,28 @@ def run(invokeai: str, report: Report, plan: Plan = FULL) -> None:
         tiny_path = WORK / "tiny-blur.json"
         tiny_path.write_text(json.dumps(tiny_blur_workflow(use_cache=False)))
         ctx = compare_runs.Ctx(invokeai, gateway, workflow_id, tiny_path)
-        print("scenarios 1-2: tiny runs", flush=True)
-        _tiny_runs(report, ctx, plan)
-        print("scenario 3: submission overhead", flush=True)
-        _submission(report, ctx, plan)
+        _guard(report, "1. tiny runs", lambda: _tiny_runs(report, ctx, plan))
+        _guard(report, "3. submission overhead", lambda: _submission(report, ctx, plan))
         if plan.throughput_runs:
-            print("scenario 4: throughput", flush=True)
-            _throughput(report, ctx, plan)
+            _guard(report, "4. throughput", lambda: _throughput(report, ctx, plan))
         if plan.downloads:  # before the fan-out, so its memory is not the fan-out's leftover
-            print("scenario 6: 20 MB image", flush=True)
-            _downloads(report, ctx, pid)
-        print("scenario 5: SSE fan-out", flush=True)
-        _fan_out(report, ctx, pid, plan)
-    print("scenario 7: workflow preparation", flush=True)
-    _prep(report, invokeai, plan)
+            _guard(report, "6. 20 MB image download", lambda: _downloads(report, ctx, pid))
+        _guard(report, "5. SSE fan-out", lambda: _fan_out(report, ctx, pid, plan))
+    _guard(report, "7. workflow preparation", lambda: _prep(report, invokeai, plan))
     if plan.cold_starts:
-        print("scenario 8: cold start", flush=True)
-        _cold(report, invokeai, plan)
+        _guard(report, "8. cold start", lambda: _cold(report, invokeai, plan))
     report.rows.sort(key=lambda r: int(r.scenario.split(".")[0]))
+
+
+def _guard(report: Report, scenario: str, measure: Callable[[], None]) -> None:
+    """Run one scenario; if it breaks, a row says how, and the other scenarios still run."""
+    print(f"scenario {scenario}", flush=True)
+    try:
+        measure()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300].replace("|", "/")
+        report.add(Row(scenario, "-", "", note=f"FAILED: {error}"))
+        CHECKS.append(Check(f"{scenario} ran to the end", error, False))
 
 
 def smoke_plan() -> Plan:
@@ -172,10 +179,15 @@ def _throughput(report: Report, ctx: compare_runs.Ctx, plan: Plan) -> None:
         report,
         f"4. throughput, {plan.callers} callers",
         "runs/s",
-        [("direct", direct), ("gateway", gateway)],
+        [("direct", [r.per_second for r in direct]), ("gateway", [r.per_second for r in gateway])],
         "ratio > 0.9",
     )
     row.note = f"{plan.throughput_rounds} rounds of {plan.throughput_runs} runs per side"
+    for r, rates in zip(report.rows[-2:], (direct, gateway), strict=True):
+        errors = [e for rate in rates for e in rate.errors]
+        if errors:
+            first = errors[0].replace("|", "/")
+            r.note += f"; FAILED {len(errors)} runs (runs/s counts successes): {first}"
     CHECKS.append(Check("4. gateway/direct throughput > 0.9", f"{row.ratio:.2f}", row.ratio > 0.9))
 
 
@@ -267,10 +279,30 @@ def _cold(report: Report, invokeai: str, plan: Plan) -> None:
 
 def targets_section() -> str:
     """Markdown: every target of issue 5 with what was measured and whether it is met."""
-    lines = ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines = ["", "## Targets", "", f"Code measured: {_commit()}.", ""]
+    lines += ["| target | measured | met |", "|---|---|---|"]
     for c in CHECKS:
         lines.append(f"| {c.target} | {c.measured} | {'yes' if c.met else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    """The commit measured: ``BENCH_COMMIT`` (for a snapshot without .git), else git's HEAD."""
+    if os.environ.get("BENCH_COMMIT"):
+        return f"commit {os.environ['BENCH_COMMIT']}"
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "app", "invokeai_py_client"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    head = done.stdout.strip() or "unknown"
+    return f"commit {head}" + (
+        " with uncommitted changes in app/ or invokeai_py_client/" if dirty else ""
+    )
 
 
 def append_targets(path: Path) -> None:

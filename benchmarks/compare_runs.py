@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,7 +152,8 @@ def service(ctx: Ctx, n: int) -> list[Sample]:
 
 def _service_run(http: httpx.Client, workflow_id: str, start: float) -> Sample:
     response = http.post(f"/workflows/{workflow_id}/runs", json={"inputs": {"1": radius()}})
-    response.raise_for_status()
+    if response.status_code != 202:
+        return Sample(None, start, error=f"POST run answered {response.status_code}")
     run = response.json()
     with connect_sse(http, "GET", f"/runs/{run['id']}/events") as source:
         for sse in source.iter_sse():
@@ -184,7 +184,11 @@ def tiny_runs(
             order = list(names) if r % 2 == 0 else list(reversed(names))
             for name in order:
                 print(f"  round {r + 1}/{rounds}: {name}", flush=True)
-                _record(outcomes[name], CONTENDERS[name](ctx, per_round), listener)
+                try:
+                    samples = CONTENDERS[name](ctx, per_round)
+                except Exception as exc:  # the row says how this contender failed
+                    samples = [Sample(None, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])]
+                _record(outcomes[name], samples, listener)
     for name in names:
         outcomes[name].note = getattr(CONTENDERS[name], "note", "")
     return outcomes
@@ -223,11 +227,12 @@ def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float]]:
                 for who, http in pair:
                     start = time.perf_counter()
                     if who == "d":
-                        http.post("/queue/default/enqueue_batch", json=enqueue_body(radius()))
+                        r = http.post("/queue/default/enqueue_batch", json=enqueue_body(radius()))
                     else:
                         body = {"inputs": {"1": radius()}}
                         r = http.post(f"/workflows/{ctx.workflow_id}/runs", json=body)
-                        assert r.status_code == 202, r.text
+                    if r.status_code not in (200, 202):
+                        raise RuntimeError(f"{r.request.url.path} answered {r.status_code}")
                     took = (time.perf_counter() - start) * 1000
                     if i:  # the first pair warms connections up
                         (direct_ms if who == "d" else gateway_ms).append(took)
@@ -241,52 +246,61 @@ def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float]]:
 # -- 4. throughput -------------------------------------------------------------------------------
 
 
-async def throughput_direct(ctx: Ctx, runs: int, callers: int) -> float:
-    """Runs per second: ``runs`` tiny runs from ``callers`` concurrent direct callers."""
+@dataclass
+class Rate:
+    """Runs per second of one round, counting only runs that succeeded; the failures' errors."""
+
+    per_second: float
+    errors: list[str] = field(default_factory=list)
+
+
+async def _callers(runs: int, callers: int, one_run: Callable[[], Any]) -> Rate:
+    todo = iter(range(runs))
+    errors: list[str] = []
+
+    async def one_caller() -> None:
+        for _ in todo:
+            try:
+                await one_run()
+            except Exception as exc:  # a failed run is reported, and the callers go on
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_caller() for _ in range(callers)))
+    return Rate((runs - len(errors)) / (time.perf_counter() - start), errors)
+
+
+async def throughput_direct(ctx: Ctx, runs: int, callers: int) -> Rate:
+    """``runs`` tiny runs from ``callers`` concurrent direct callers."""
     async with DirectCaller(ctx.invokeai) as caller:
-        todo = iter(range(runs))
-
-        async def one_caller() -> None:
-            for _ in todo:
-                await caller.run(radius())
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one_caller() for _ in range(callers)))
-        return runs / (time.perf_counter() - start)
+        return await _callers(runs, callers, lambda: caller.run(radius()))
 
 
-async def throughput_service(ctx: Ctx, runs: int, callers: int) -> float:
+async def throughput_service(ctx: Ctx, runs: int, callers: int) -> Rate:
     """The same through the gateway: each run is POST run, then its SSE stream to the end."""
     limits = httpx.Limits(max_connections=callers * 2 + 10)
     async with httpx.AsyncClient(base_url=ctx.gateway, timeout=300, limits=limits) as http:
-        todo = iter(range(runs))
-
-        async def one_caller() -> None:
-            for _ in todo:
-                await _service_run_async(http, ctx.workflow_id)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one_caller() for _ in range(callers)))
-        return runs / (time.perf_counter() - start)
+        return await _callers(runs, callers, lambda: _service_run_async(http, ctx.workflow_id))
 
 
 async def _service_run_async(http: httpx.AsyncClient, workflow_id: str) -> None:
     response = await http.post(f"/workflows/{workflow_id}/runs", json={"inputs": {"1": radius()}})
-    response.raise_for_status()
+    if response.status_code != 202:
+        raise RuntimeError(f"POST run answered {response.status_code}: {response.text[:120]}")
     run_id = response.json()["id"]
     async with aconnect_sse(http, "GET", f"/runs/{run_id}/events") as source:
         async for sse in source.aiter_sse():
             if sse.event in SSE_TERMINAL:
                 if sse.event != "run.succeeded":
-                    raise RuntimeError(f"gateway run {run_id}: {json.loads(sse.data)}")
+                    raise RuntimeError(f"gateway run {run_id}: {sse.data[:120]}")
                 return
     raise RuntimeError(f"gateway run {run_id}: the stream ended without a terminal event")
 
 
-def throughput(ctx: Ctx, rounds: int, runs: int, callers: int) -> tuple[list[float], list[float]]:
-    """(direct runs/s per round, gateway runs/s per round), alternating which goes first."""
-    direct_rates: list[float] = []
-    gateway_rates: list[float] = []
+def throughput(ctx: Ctx, rounds: int, runs: int, callers: int) -> tuple[list[Rate], list[Rate]]:
+    """(direct rounds, gateway rounds), alternating which goes first."""
+    direct_rates: list[Rate] = []
+    gateway_rates: list[Rate] = []
     for r in range(rounds):
         order = ["d", "g"] if r % 2 == 0 else ["g", "d"]
         for who in order:
