@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import boards, events, health, images, models, runs, workflows
+from app.api.routes import boards, events, health, images, models, runs, webhooks, workflows
 
 __all__ = ["api_router"]
 
@@ -18,3 +18,4 @@ api_router.include_router(images.router)
 api_router.include_router(boards.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
+api_router.include_router(webhooks.router)

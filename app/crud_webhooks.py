@@ -1,0 +1,276 @@
+"""Database functions of the webhook tables, keyword-only.
+
+``add_run_event_with_deliveries`` is the heart of the outbox: it stores a run event and the
+deliveries it causes in ONE transaction, so an event is never stored without its deliveries
+(or the other way round), whatever happens to the process right after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from app.models import Run, RunEvent, utcnow
+from app.services.webhooks import build_payload, event_name_for, wants
+from app.webhook_models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+
+__all__ = [
+    "add_attempt",
+    "add_run_event_with_deliveries",
+    "copy_delivery",
+    "create_subscription",
+    "delete_subscription",
+    "due_deliveries",
+    "get_delivery",
+    "get_subscription",
+    "list_attempts",
+    "list_run_deliveries",
+    "list_subscriptions",
+    "next_due_time",
+]
+
+
+# -- subscriptions --------------------------------------------------------------------------
+
+
+def create_subscription(
+    *,
+    session: Session,
+    url: str,
+    event_types: list[str] | None,
+    workflow_id: str | None,
+    description: str = "",
+) -> WebhookSubscription:
+    """Store a standing subscription."""
+    row = WebhookSubscription(
+        url=url, event_types=event_types, workflow_id=workflow_id, description=description
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def get_subscription(*, session: Session, subscription_id: str) -> WebhookSubscription | None:
+    """One subscription, or None."""
+    return session.get(WebhookSubscription, subscription_id)
+
+
+def list_subscriptions(
+    *, session: Session, workflow_id: str | None = None, event_type: str | None = None
+) -> list[WebhookSubscription]:
+    """Subscriptions, oldest first; filters keep those that would receive that workflow/event.
+
+    A subscription for every workflow matches any ``workflow_id``; one with the default
+    event types matches the terminal events.
+    """
+    query = select(WebhookSubscription)
+    if workflow_id is not None:
+        query = query.where(
+            or_(
+                col(WebhookSubscription.workflow_id).is_(None),
+                col(WebhookSubscription.workflow_id) == workflow_id,
+            )
+        )
+    query = query.order_by(col(WebhookSubscription.created_at), col(WebhookSubscription.id))
+    rows = list(session.exec(query).all())
+    if event_type is not None:
+        rows = [r for r in rows if wants(event_type, r.event_types)]
+    return rows
+
+
+def delete_subscription(*, session: Session, subscription: WebhookSubscription) -> int:
+    """Delete a subscription; its pending deliveries fail (returns how many)."""
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.subscription_id == subscription.id,
+        WebhookDelivery.status == DeliveryStatus.pending.value,
+    )
+    stopped = 0
+    for delivery in session.exec(query):
+        delivery.status = DeliveryStatus.failed.value
+        delivery.next_attempt_at = None
+        delivery.last_error = "the subscription was deleted"
+        session.add(delivery)
+        stopped += 1
+    session.delete(subscription)
+    session.commit()
+    return stopped
+
+
+# -- the outbox -----------------------------------------------------------------------------
+
+
+def _run_columns(run: Run) -> dict[str, Any]:
+    return run.model_dump()
+
+
+def _targets(session: Session, run: Run, name: str) -> list[tuple[str, str | None]]:
+    """(url, subscription id) of every target that wants event ``name`` of ``run``."""
+    targets: list[tuple[str, str | None]] = []
+    if run.webhook_url and wants(name, run.webhook_events):
+        targets.append((run.webhook_url, None))
+    for sub in list_subscriptions(session=session, workflow_id=run.workflow_id, event_type=name):
+        targets.append((sub.url, sub.id))
+    return targets
+
+
+def add_run_event_with_deliveries(
+    *, session: Session, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
+) -> RunEvent:
+    """Store one run event and, in the same transaction, the deliveries it causes."""
+    row = RunEvent(run_id=run_id, workflow_id=workflow_id, event_type=event_type, data=data)
+    session.add(row)
+    name = event_name_for(event_type)
+    run = session.get(Run, run_id) if name is not None else None
+    if name is not None and run is not None:
+        targets = _targets(session, run, name)
+        if targets:
+            session.flush()  # the event's id goes into the payload
+            assert row.id is not None
+            payload = build_payload(
+                event_type=event_type,
+                event_id=row.id,
+                event_time=row.created_at,
+                event_data=data,
+                run=_run_columns(run),
+            )
+            for url, subscription_id in targets:
+                session.add(_delivery(row, run_id, url, subscription_id, event_type, payload))
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def _delivery(
+    event: RunEvent,
+    run_id: str,
+    url: str,
+    subscription_id: str | None,
+    event_type: str,
+    payload: dict[str, Any],
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        run_id=run_id,
+        subscription_id=subscription_id,
+        run_event_id=event.id,
+        url=url,
+        event_type=event_type,
+        payload=payload,
+        next_attempt_at=utcnow(),
+    )
+
+
+def copy_delivery(*, session: Session, delivery: WebhookDelivery) -> WebhookDelivery:
+    """A new pending delivery with the same target and payload (a redelivery: new id)."""
+    row = WebhookDelivery(
+        run_id=delivery.run_id,
+        subscription_id=delivery.subscription_id,
+        run_event_id=delivery.run_event_id,
+        url=delivery.url,
+        event_type=delivery.event_type,
+        payload=delivery.payload,
+        next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def get_delivery(*, session: Session, delivery_id: str) -> WebhookDelivery | None:
+    """One delivery, or None."""
+    return session.get(WebhookDelivery, delivery_id)
+
+
+def due_deliveries(
+    *, session: Session, now: datetime, exclude: Sequence[str] = (), limit: int = 50
+) -> Sequence[WebhookDelivery]:
+    """Pending deliveries whose next attempt is due, oldest due first."""
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.status == DeliveryStatus.pending.value,
+        col(WebhookDelivery.next_attempt_at) <= now,
+    )
+    if exclude:
+        query = query.where(col(WebhookDelivery.id).not_in(list(exclude)))
+    query = query.order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.created_at))
+    return session.exec(query.limit(limit)).all()
+
+
+def next_due_time(*, session: Session) -> datetime | None:
+    """When the earliest pending delivery is due (None: nothing pending)."""
+    query = (
+        select(WebhookDelivery.next_attempt_at)
+        .where(WebhookDelivery.status == DeliveryStatus.pending.value)
+        .order_by(col(WebhookDelivery.next_attempt_at))
+        .limit(1)
+    )
+    return session.exec(query).first()
+
+
+def add_attempt(
+    *,
+    session: Session,
+    delivery: WebhookDelivery,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: float | None,
+    next_at: datetime | None,
+    delivered: bool,
+) -> WebhookDelivery:
+    """Record one attempt and move the delivery on (delivered, retried at ``next_at``, failed)."""
+    now = utcnow()
+    session.add(
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            attempted_at=now,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+        )
+    )
+    delivery.attempts += 1
+    delivery.last_status_code = status_code
+    delivery.last_error = error
+    if delivered:
+        delivery.status = DeliveryStatus.delivered.value
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+    elif next_at is None:
+        delivery.status = DeliveryStatus.failed.value
+        delivery.next_attempt_at = None
+    else:
+        delivery.next_attempt_at = next_at
+    session.add(delivery)
+    session.commit()
+    session.refresh(delivery)
+    return delivery
+
+
+def list_run_deliveries(*, session: Session, run_id: str) -> Sequence[WebhookDelivery]:
+    """Every delivery of a run, oldest first."""
+    query = select(WebhookDelivery).where(WebhookDelivery.run_id == run_id)
+    return session.exec(
+        query.order_by(col(WebhookDelivery.created_at), col(WebhookDelivery.id))
+    ).all()
+
+
+def list_attempts(
+    *, session: Session, delivery_ids: Sequence[str]
+) -> dict[str, list[WebhookAttempt]]:
+    """The attempts of these deliveries, oldest first, keyed by delivery id."""
+    found: dict[str, list[WebhookAttempt]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return found
+    query = select(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(list(delivery_ids)))
+    for attempt in session.exec(query.order_by(col(WebhookAttempt.id))):
+        found[attempt.delivery_id].append(attempt)
+    return found
