@@ -17,6 +17,7 @@ from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
 from app.services.claims import PUBLIC_STATUSES, request_hash
 from app.services.follow import outputs_with_urls
 from app.services.runs import Submission
+from app.services.webhooks import check_target
 
 __all__ = ["parse_prefer_wait", "router", "run_public"]
 
@@ -140,6 +141,8 @@ async def create_run(
 ) -> Response:
     """Run a workflow with values keyed by input index (unset inputs keep their value)."""
     body = await _run_body(request, settings.max_upload_bytes)
+    if body.webhook_url:  # 422 before anything is claimed or sent
+        await check_target(body.webhook_url, allow_private=settings.webhook_allow_private)
     deadline = cancel_after if cancel_after is not None else body.cancel_after
     fields = body.model_dump(mode="json") | {"cancel_after": deadline}
     submission = Submission(
