@@ -12,6 +12,7 @@ be down (its port closed; ``up()`` opens the same port again)::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -154,3 +155,17 @@ class WebhookReceiver:
             if time.monotonic() > deadline:
                 raise AssertionError(f"receiver: condition not met in {timeout} s; got {got}")
             time.sleep(0.05)
+
+    async def until(
+        self, check: Callable[[list[Received]], bool], timeout: float = 60.0
+    ) -> list[Received]:
+        """Wait until ``check(received)`` is true without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            got = self.snapshot()
+            if check(got):
+                return got
+            if loop.time() > deadline:
+                raise AssertionError(f"receiver: condition not met in {timeout} s; got {got}")
+            await asyncio.sleep(0.05)
