@@ -62,9 +62,16 @@ BrokerDep = Annotated[EventBroker, Depends(get_broker)]
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
 
 
+def _release(session: Session) -> None:
+    # End the read transaction so the pooled connection is not held while the route awaits
+    # InvokeAI (many concurrent runs would exhaust the pool); loaded rows stay usable.
+    session.commit()
+
+
 def valid_workflow(workflow_id: str, session: SessionDep) -> Workflow:
     """The workflow named in the path, or 404."""
     workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
+    _release(session)
     if workflow is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return workflow
@@ -73,6 +80,7 @@ def valid_workflow(workflow_id: str, session: SessionDep) -> Workflow:
 def valid_run(run_id: str, session: SessionDep) -> Run:
     """The run named in the path, or 404."""
     run = crud.get_run(session=session, run_id=run_id)
+    _release(session)
     if run is None or run.status == SUBMITTING:  # not enqueued (yet): not a run of the API
         raise NotFound(f"no run with id {run_id!r}")
     return run
