@@ -1,4 +1,4 @@
-"""Idempotency-Key, Cancel-After deadlines and the cap on unfinished runs, against the real InvokeAI.
+"""Idempotency-Key, Cancel-After deadlines and the cap on unfinished runs, on the real InvokeAI.
 
 The queue is checked on InvokeAI itself: every gateway run is enqueued with its run id as
 the item's ``destination``, so "one queue item" is counted there, not in the gateway.
@@ -30,7 +30,9 @@ WORKFLOW = "join_three_legacy.json"
 
 
 @asynccontextmanager
-async def gateway_http(tmp_path: Path, invokeai_url: str, **extra: Any) -> AsyncIterator[Any]:
+async def gateway_http(
+    tmp_path: Path, invokeai_url: str, **extra: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(tmp_path, invokeai_url, **extra)
     async with (
         serve(create_app(settings)) as url,
@@ -155,7 +157,7 @@ async def test_key_with_invokeai_down_is_503_and_not_recorded(
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"] == "3"
         assert (await http.get("/runs")).json()["count"] == 0
-        engine = make_engine(http.settings.database_url)  # type: ignore[attr-defined]
+        engine = make_engine(getattr(http, "settings").database_url)  # noqa: B009
         with Session(engine) as session:
             assert session.exec(select(Run)).all() == []
 
