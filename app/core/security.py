@@ -36,6 +36,7 @@ __all__ = [
     "install_security",
     "is_loopback",
     "key_matches",
+    "quiet_header_loggers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# Loggers that print raw HTTP headers at DEBUG: InvokeAI's Set-Cookie and our Authorization.
+HEADER_LOGGERS = ("httpcore", "hpack")
+
+
+def quiet_header_loggers() -> None:
+    """Keep loggers that dump raw headers above DEBUG, so tokens never reach a log."""
+    for name in HEADER_LOGGERS:
+        logger_ = logging.getLogger(name)
+        if logger_.getEffectiveLevel() < logging.INFO:
+            logger_.setLevel(logging.INFO)
 
 
 def check_bind(settings: Settings) -> None:
@@ -185,6 +198,7 @@ def _document_bearer(app: FastAPI) -> None:
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add the error handler, the API key check (when keys are set) and CORS (when allowed)."""
+    quiet_header_loggers()
     app.add_exception_handler(HeaderedError, _headered_error)
     keys = settings.api_key_list
     if keys:

@@ -222,6 +222,10 @@ class RunFollower:
         delay = self.settings.reconcile_interval_seconds
         while True:
             try:
+                if self.client.username is not None:
+                    # Multi-user InvokeAI refuses a Socket.IO handshake without a token: log
+                    # in (again) first, so events flow before the first run is enqueued.
+                    await self.client.alogin()
                 hub = await self.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
