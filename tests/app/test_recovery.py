@@ -1,0 +1,193 @@
+"""No accepted run is lost: a SIGKILLed service, and claims left between enqueue and record.
+
+* The gateway runs as a real process and is killed with SIGKILL while its runs wait in
+  InvokeAI's paused queue (one with a deadline); a new process on the same database finds
+  every run, cancels the one whose deadline passed, and follows the others to their end.
+* A crash between the enqueue and its record leaves a ``submitting`` row holding the minted
+  batch id: on start the gateway looks the batch up, and the run is recovered (or forgotten
+  when InvokeAI never got it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, col, select
+
+from app.api.routes.runs import RunRequest
+from app.core.db import make_engine
+from app.main import create_app
+from app.models import Run, RunEvent, Workflow
+from app.services.claims import SUBMITTING, request_hash
+from app.services.inputs import apply_inputs
+from app.services.submit import enqueue_run
+from app.services.workflows import load_handle
+from invokeai_py_client import InvokeAIClient
+from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
+from tests.app.live_server import free_port, serve
+
+pytestmark = pytest.mark.invokeai
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+@contextmanager
+def gateway_process(
+    data_dir: Path, invokeai_url: str, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_RECONCILE_INTERVAL"] = "1"
+    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--invokeai-url", invokeai_url]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def _up(http: httpx.AsyncClient) -> bool:
+    try:
+        return (await http.get("/livez")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def _all_runs(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    body: dict[str, Any] = (await http.get("/runs", params={"limit": 500})).json()
+    return list(body["data"])
+
+
+async def test_sigkilled_service_loses_no_accepted_run(
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+) -> None:
+    port = free_port()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
+        await aclient.queue_repo.apause_processor()
+        try:
+            with gateway_process(tmp_path, invokeai_url, port) as first:
+                await wait_until(lambda: _up(http))
+                workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+                workflow_id = (await http.post("/workflows", json=workflow)).json()["id"]
+                url = f"/workflows/{workflow_id}/runs"
+                accepted = []
+                for i in range(5):
+                    response = await http.post(url, json={"inputs": {"0": f"kill{i}", "2": "x"}})
+                    assert response.status_code == 202, response.text
+                    accepted.append(response.json())
+                late = await http.post(url, json={"inputs": {"0": "late"}, "cancel_after": 2})
+                assert late.status_code == 202, late.text
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+            with gateway_process(tmp_path, invokeai_url, port):
+                await wait_until(lambda: _up(http))
+                # Still paused: only the restarted gateway can cancel the late run.
+                late_done = await wait_until(
+                    lambda: _run_if(http, late.json()["id"], TERMINAL), timeout=30
+                )
+                await aclient.queue_repo.aresume_processor()
+                finished = [await _finished(http, run["id"]) for run in accepted]
+                listed = {r["id"] for r in await _all_runs(http)}
+        finally:
+            await aclient.queue_repo.aresume_processor()
+    assert late_done["status"] == "canceled"
+    assert late_done["error"]["error_type"] == "DeadlineExceeded"
+    assert [r["status"] for r in finished] == ["succeeded"] * 5
+    assert [r["outputs"][0]["values"] for r in finished] == [[f"kill{i}greenx"] for i in range(5)]
+    assert listed == {r["id"] for r in accepted} | {late.json()["id"]}
+    for run in finished:
+        item = await aclient.queue_repo.aget_item(run["item_id"])
+        assert str(item.status) == "completed"
+
+
+async def _finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = await wait_until(lambda: _run_if(http, run_id, TERMINAL), timeout=90)
+    return found
+
+
+async def _run_if(http: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict[str, Any] | None:
+    response = await http.get(f"/runs/{run_id}")
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body if body["status"] in wanted else None
+
+
+async def test_claims_left_by_a_crash_are_resolved_by_batch(
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+) -> None:
+    settings = make_settings(tmp_path, invokeai_url)
+    definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        workflow_id = (await http.post("/workflows", json=definition)).json()["id"]
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        workflow = session.get(Workflow, workflow_id)
+        assert workflow is not None
+        stored = workflow.definition
+    body = {"inputs": {"0": "crash", "2": "recovered"}}
+    fields = RunRequest.model_validate(body).model_dump(mode="json")
+    enqueued_run = _claim(workflow_id, body["inputs"], key="crash-key")
+    enqueued_run.request_hash = request_hash(workflow_id, fields)
+    never_sent = _claim(workflow_id, {"0": "never"})
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(enqueued_run)
+        session.add(never_sent)
+        session.commit()
+    # The crash happened right after InvokeAI took the batch, before its answer was recorded.
+    handle = await load_handle(aclient, stored)
+    await apply_inputs(aclient, handle, body["inputs"])
+    await enqueue_run(
+        handle, board_id=None, destination=enqueued_run.id, batch_id=enqueued_run.batch_id
+    )
+
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        done = await wait_until(lambda: _run_if(http, enqueued_run.id, TERMINAL), timeout=60)
+        # A retry with the key of the recovered run gets that run, not a second one.
+        again = await http.post(
+            f"/workflows/{workflow_id}/runs", json=body, headers={"Idempotency-Key": "crash-key"}
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == enqueued_run.id
+        gone = (await http.get(f"/runs/{never_sent.id}")).status_code
+    assert done["status"] == "succeeded"
+    assert done["outputs"][0]["values"] == ["crashgreenrecovered"]
+    assert gone == 404
+    with Session(engine) as session:
+        assert session.get(Run, never_sent.id) is None  # nothing was enqueued: forgotten
+        query = select(RunEvent).where(RunEvent.run_id == enqueued_run.id)
+        events = list(session.exec(query.order_by(col(RunEvent.id))))
+    assert events[0].event_type == "run.queued" and events[0].data["synthetic"] is True
+    assert events[-1].event_type == "run.succeeded"
+    items = await aclient.queue_repo.alist_all_items(destination=enqueued_run.id)
+    assert len(items) == 1
+
+
+def _claim(workflow_id: str, inputs: dict[str, Any], key: str | None = None) -> Run:
+    return Run(
+        workflow_id=workflow_id,
+        workflow_version=1,
+        inputs=inputs,
+        batch_id=str(uuid.uuid4()),
+        status=SUBMITTING,
+        idempotency_key=key,
+    )
