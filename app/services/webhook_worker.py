@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 SECRET_FILE = "webhook-secret"
 POLL_SECONDS = 0.5  # the longest a new delivery waits before its first attempt
 BATCH = 50
-CONCURRENCY = 16
+CONCURRENCY = 16  # attempts sent at once
+MAX_IN_FLIGHT = 4 * CONCURRENCY  # deliveries taken from the outbox at once (bounded memory)
 MAX_ERROR_CHARS = 500
 
 
@@ -134,9 +135,12 @@ class WebhookWorker:
             self._wake.clear()
 
     def _dispatch_due(self) -> None:
+        room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
+        if room <= 0:
+            return  # a finishing attempt wakes the loop
         with Session(self.engine, expire_on_commit=False) as session:
             due = crud_webhooks.due_deliveries(
-                session=session, now=utcnow(), exclude=list(self._in_flight), limit=BATCH
+                session=session, now=utcnow(), exclude=list(self._in_flight), limit=room
             )
         for delivery in due:
             self._in_flight.add(delivery.id)
@@ -154,6 +158,7 @@ class WebhookWorker:
             logger.exception("webhook delivery %s: unexpected error", delivery.id)
         finally:
             self._in_flight.discard(delivery.id)
+            self._wake.set()  # room for the next due delivery (a backlog drains steadily)
 
     async def _send(self, delivery: WebhookDelivery) -> None:
         assert self._http is not None

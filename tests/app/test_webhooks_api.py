@@ -189,3 +189,23 @@ async def test_policy_is_checked_again_at_send_time(
     assert attempt["status_code"] is None
     assert "refused by the URL policy" in attempt["error"] and "loopback" in attempt["error"]
     assert receiver.snapshot() == []
+
+
+async def test_without_a_secret_one_is_generated_once_and_kept(
+    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+) -> None:
+    secret_file = tmp_path / "webhook-secret"
+    async with gateway(tmp_path, invokeai_url, webhook_secret="") as http:
+        join = await join_three(http, shared_workflows_dir)
+        secret = secret_file.read_text().strip()
+        listed = (await http.get("/webhooks")).text
+    assert secret.startswith("whsec_") and secret not in listed
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    with WebhookReceiver(secrets=[secret]) as receiver:
+        async with gateway(tmp_path, invokeai_url, webhook_secret="") as http:  # restarted
+            run = await start_run(
+                http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
+            )
+            await settled(http, run["id"], 1)
+        [message] = receiver.snapshot()
+    assert message.verified and secret_file.read_text().strip() == secret

@@ -304,3 +304,21 @@ async def test_retry_window_closes_then_redeliver(
     assert wrong_run.status_code == 404 and unknown.status_code == 404
     assert no_run.status_code == 404
     assert wrong_run.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_backlog_larger_than_the_worker_takes_at_once_drains(
+    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+) -> None:
+    fan_out = 100  # above the worker's in-flight bound (64)
+    with WebhookReceiver(secrets=[SECRET]) as receiver:
+        async with gateway(tmp_path, invokeai_url) as http:
+            join = await join_three(http, shared_workflows_dir)
+            for n in range(fan_out):
+                body = {"url": f"{receiver.url}?n={n}", "event_types": ["completed"]}
+                assert (await http.post("/webhooks", json=body)).status_code == 201
+            run = await start_run(http, join["id"], {"inputs": words()})
+            log = await settled(http, run["id"], fan_out)
+        got = receiver.snapshot()
+    assert all(d["status"] == "delivered" and d["attempt_count"] == 1 for d in log)
+    assert {r.msg_id for r in got} == {d["id"] for d in log} and len(got) == fan_out
+    assert all(r.verified for r in got)
