@@ -154,8 +154,12 @@ class WebhookWorker:
                 await self._send(delivery)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             logger.exception("webhook delivery %s: unexpected error", delivery.id)
+            # Logged as a failed attempt and retried later: never a tight loop on one row.
+            with contextlib.suppress(Exception):
+                error = f"internal error: {type(exc).__name__}"
+                self._record(delivery, None, error, None, self._retry_at(delivery, None))
         finally:
             self._in_flight.discard(delivery.id)
             self._wake.set()  # room for the next due delivery (a backlog drains steadily)
@@ -181,7 +185,7 @@ class WebhookWorker:
             response = await self._http.post(
                 target.pinned_url(), content=body, headers=headers, extensions=extensions
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             self._record(delivery, None, error, _ms(started), self._retry_at(delivery, None))
             return

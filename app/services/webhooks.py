@@ -225,7 +225,7 @@ async def _addresses(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: not a valid IDNA name
         raise WebhookTargetRefused(f"cannot resolve {host!r}: {exc}") from exc
     # Drop an IPv6 zone (fe80::1%eth0): the address itself is what the policy judges.
     return list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))

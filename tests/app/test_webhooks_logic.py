@@ -225,3 +225,9 @@ def test_pinned_url_connects_to_the_checked_address_and_keeps_the_host() -> None
     v6 = Target(url="http://h.example/x", host="h.example", address="2606:4700::1")
     assert v6.pinned_url() == "http://[2606:4700::1]/x"
     assert v6.host_header() == "h.example"
+
+
+@pytest.mark.parametrize("host", ["a" * 70 + ".com", "a..b", "exa\u00e4mple.invalid", "a\x00b"])
+async def test_policy_refuses_names_that_cannot_resolve(host: str) -> None:
+    with pytest.raises(WebhookTargetRefused, match="cannot resolve"):
+        await check_target(f"http://{host}/hook", allow_private=False)
