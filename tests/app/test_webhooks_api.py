@@ -7,6 +7,7 @@ at registration and again at send time.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +17,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from invokeai_py_client.webhooks import generate_secret
-from tests.app.conftest import register
+from tests.app.conftest import register, wait_until
 from tests.app.test_webhooks_delivery import (
     SECRET,
     deliveries,
@@ -209,3 +210,31 @@ async def test_without_a_secret_one_is_generated_once_and_kept(
             await settled(http, run["id"], 1)
         [message] = receiver.snapshot()
     assert message.verified and secret_file.read_text().strip() == secret
+
+
+async def test_the_secret_never_reaches_the_logs(
+    tmp_path: Path,
+    invokeai_url: str,
+    shared_workflows_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with WebhookReceiver(secrets=[SECRET]) as receiver:
+        receiver.status = 500  # failed attempts are logged: they must not carry the secret
+        async with gateway(tmp_path, invokeai_url) as http:
+            join = await join_three(http, shared_workflows_dir)
+            run = await start_run(
+                http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
+            )
+
+            async def retried() -> bool:
+                log = await deliveries(http, run["id"])
+                return bool(log) and log[0]["attempt_count"] >= 2
+
+            await wait_until(retried)
+            receiver.status = 200
+            await settled(http, run["id"], 1)
+            openapi = (await http.get("/openapi.json")).text
+    assert "webhook delivery" in caplog.text  # the failed attempts were logged
+    key = SECRET.removeprefix("whsec_")
+    assert key not in caplog.text and key not in openapi
