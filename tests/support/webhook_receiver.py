@@ -53,6 +53,7 @@ class Received:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the stdlib's 5 refuses connections under a burst
     receiver: WebhookReceiver
 
 
