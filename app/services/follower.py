@@ -32,6 +32,7 @@ from app.services.follow import error_from_item, node_event, run_status_for
 from app.services.outputs import compute_outputs
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
+from invokeai_py_client.queue.models import IvkJob
 
 __all__ = ["RunFollower"]
 
@@ -163,7 +164,7 @@ class RunFollower:
                 if message[0] == "event":
                     await self._route(tracked, message[1], message[2])
                 elif message[0] == "check":
-                    await self._check(tracked)
+                    await self._check(tracked, *message[1:])
                 else:
                     await self._finish(tracked)
             except asyncio.CancelledError:
@@ -249,8 +250,22 @@ class RunFollower:
                 await self._recheck_all()
 
     async def _recheck_all(self) -> None:
-        for tracked in list(self._by_item.values()):
-            tracked.inbox.put_nowait(("check",))
+        # One bulk read for every followed run (not one request each: with hundreds of runs
+        # unfinished, per-run reads every interval would swamp InvokeAI and the client pool).
+        followed = list(self._by_item.values())
+        if not followed:
+            return
+        try:
+            items = await self.client.queue_repo.aget_items_by_ids([t.item_id for t in followed])
+        except InvokeAIError:
+            return  # unreachable: the poller tries again
+        by_id = {item.item_id: item for item in items}
+        for tracked in followed:
+            item = by_id.get(tracked.item_id)
+            if item is None:
+                tracked.inbox.put_nowait(("check",))  # gone? confirmed by a read of its own
+            elif run_status_for(str(item.status)) != tracked.status:
+                tracked.inbox.put_nowait(("check", item))
 
     async def _on_event(self, event_type: str, payload: dict[str, Any]) -> None:
         if event_type == "events_resync":
@@ -316,10 +331,13 @@ class RunFollower:
 
     # -- reconciling with the queue ---------------------------------------------------------
 
-    async def _check(self, tracked: _Tracked) -> None:
-        """Read the queue item and catch the run up with it."""
+    async def _check(self, tracked: _Tracked, item: IvkJob | None = None) -> None:
+        """Catch the run up with its queue item (read here unless given)."""
+        if tracked.finishing:
+            return
         try:
-            item = await self.client.queue_repo.aget_item(tracked.item_id)
+            if item is None:
+                item = await self.client.queue_repo.aget_item(tracked.item_id)
         except NotFoundError:
             await self._close(tracked, RunStatus.failed.value, error=_lost_error(tracked))
             return

@@ -1,0 +1,127 @@
+"""Many runs from many clients: all recorded, all finish, the history matches InvokeAI's queue.
+
+The test starts its own InvokeAI (node cache off, so every run executes) and posts
+``GATEWAY_LOAD_RUNS`` runs (default 150) of a tiny model-free workflow from 50 concurrent
+clients. The queue then holds exactly one item per recorded run (matched by ``destination``,
+the run id) and each run's status is its item's. The full soak of issue 4 is 500 runs::
+
+    GATEWAY_LOAD_RUNS=500 pytest tests/app/test_load.py -s
+
+It prints the figures (no timing is asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.services.follow import run_status_for
+from invokeai_py_client import InvokeAIClient
+from tests.app.conftest import load_json, make_settings, wait_until
+from tests.app.live_server import serve
+from tests.support import invokeai_server
+
+pytestmark = pytest.mark.invokeai
+
+CLIENTS = 50
+RUNS = int(os.environ.get("GATEWAY_LOAD_RUNS", "150"))
+
+
+@pytest.fixture(scope="module")
+def fresh_invokeai() -> Iterator[str]:
+    """An InvokeAI of this module alone: its queue holds only the runs posted here."""
+    server = invokeai_server.start(extra_config="node_cache_size: 0\n")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+async def _post_all(http: httpx.AsyncClient, url: str, count: int) -> list[dict[str, Any]]:
+    numbers: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        numbers.put_nowait(n)
+    accepted: list[dict[str, Any]] = []
+
+    async def one_client() -> None:
+        while not numbers.empty():
+            n = numbers.get_nowait()
+            body = {"inputs": {"0": f"load{n}", "2": f"#{n}"}}
+            response = await http.post(url, json=body, headers={"Idempotency-Key": f"load-{n}"})
+            assert response.status_code == 202, response.text
+            accepted.append(response.json())
+
+    await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+    return accepted
+
+
+async def _unfinished(http: httpx.AsyncClient) -> int:
+    params: dict[str, Any] = {"status": ["queued", "running"], "limit": 1}
+    page = (await http.get("/runs", params=params)).json()
+    return int(page["count"])
+
+
+async def _history(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/runs", params=params)).json()
+        runs.extend(page["data"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return runs
+
+
+async def test_many_clients_many_runs_match_the_queue(
+    tmp_path: Path, fresh_invokeai: str, shared_workflows_dir: Path
+) -> None:
+    settings = make_settings(tmp_path, fresh_invokeai)
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http,
+    ):
+        definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+        workflow = (await http.post("/workflows", json=definition)).json()
+        started = time.monotonic()
+        accepted = await _post_all(http, f"/workflows/{workflow['id']}/runs", RUNS)
+        posted = time.monotonic()
+
+        async def all_done() -> bool:
+            return await _unfinished(http) == 0
+
+        await wait_until(all_done, timeout=max(120.0, RUNS * 1.0), interval=1.0)
+        finished = time.monotonic()
+        history = await _history(http)
+    async with InvokeAIClient.from_url(fresh_invokeai) as direct:
+        items = await direct.queue_repo.alist_all_items()
+    print(
+        f"\n{RUNS} runs from {CLIENTS} clients: posted in {posted - started:.1f} s, "
+        f"all finished after {finished - started:.1f} s "
+        f"({RUNS / (finished - started):.1f} runs/s)"
+    )
+    assert len(accepted) == RUNS
+    assert len({r["id"] for r in accepted}) == RUNS
+    by_run = {r["id"]: r for r in history}
+    assert set(by_run) == {r["id"] for r in accepted}  # all recorded, nothing else
+    assert len(items) == RUNS  # one queue item per run, no more
+    by_destination = {str(item.destination): item for item in items}
+    assert set(by_destination) == set(by_run)
+    for run_id, run in by_run.items():
+        item = by_destination[run_id]
+        assert run["item_id"] == item.item_id and run["batch_id"] == item.batch_id
+        assert run["status"] == run_status_for(str(item.status)) == "succeeded"
+    sample = by_run[accepted[0]["id"]]
+    n = int(sample["inputs"]["0"].removeprefix("load"))
+    assert sample["outputs"][0]["values"] == [f"load{n}green#{n}"]
