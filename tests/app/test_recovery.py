@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -191,3 +192,81 @@ def _claim(workflow_id: str, inputs: dict[str, Any], key: str | None = None) -> 
         status=SUBMITTING,
         idempotency_key=key,
     )
+
+
+class AnswerDroppingProxy:
+    """A TCP proxy to InvokeAI that lets ``enqueue_batch`` through but drops its answer.
+
+    Requests on one connection are sequential, so once an enqueue request has passed, the
+    next bytes from InvokeAI are its answer: they are swallowed and the connection is cut.
+    Everything else (other routes, the Socket.IO stream) is piped unchanged.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        doomed = asyncio.Event()
+
+        async def to_upstream() -> None:
+            while data := await reader.read(65536):
+                if b"/enqueue_batch " in data:
+                    doomed.set()
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while data := await up_reader.read(65536):
+                if doomed.is_set():
+                    self.dropped += 1
+                    return  # the answer is lost
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.create_task(to_upstream()), asyncio.create_task(to_client())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for stream in (writer, up_writer):
+            stream.close()
+
+
+async def test_lost_enqueue_answer_is_looked_up_not_resent(
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+) -> None:
+    proxy = AnswerDroppingProxy(invokeai_url)
+    settings = make_settings(tmp_path, await proxy.start())
+    try:
+        async with (
+            serve(create_app(settings)) as url,
+            httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http,
+        ):
+            definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+            workflow_id = (await http.post("/workflows", json=definition)).json()["id"]
+            response = await http.post(
+                f"/workflows/{workflow_id}/runs",
+                json={"inputs": {"0": "lost", "2": "answer"}},
+                headers={"Idempotency-Key": f"lost-{uuid.uuid4()}", "Prefer": "wait=30"},
+            )
+            assert response.status_code == 200, response.text
+            run = response.json()
+    finally:
+        await proxy.close()
+    assert proxy.dropped == 1  # the enqueue's answer really was lost
+    assert run["status"] == "succeeded"
+    assert run["outputs"][0]["values"] == ["lostgreenanswer"]
+    items = await aclient.queue_repo.alist_all_items(destination=run["id"])
+    assert [item.item_id for item in items] == [run["item_id"]]  # enqueued once
