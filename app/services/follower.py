@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -30,6 +29,8 @@ from app.events import EventBroker
 from app.models import Run, RunStatus, utcnow
 from app.services.follow import error_from_item, node_event, run_status_for
 from app.services.outputs import compute_outputs
+from app.services.tracking import Tracked as _Tracked
+from app.services.tracking import checks_after_bulk_read, deadline_error, lost_error
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
 from invokeai_py_client.queue.models import IvkJob
@@ -44,25 +45,6 @@ logger = logging.getLogger(__name__)
 FAILED_GRACE_SECONDS = 1.0
 EARLY_EVENTS_KEPT = 512
 CONNECT_WAIT_SECONDS = 5.0
-
-
-@dataclass
-class _Tracked:
-    """A run being followed."""
-
-    run_id: str
-    workflow_id: str
-    item_id: int
-    status: str
-    batch_id: str | None = None
-    failure_hint: dict[str, Any] | None = None
-    # Whether InvokeAI told the end over Socket.IO; if not, the terminal event is synthetic.
-    evented: bool = False
-    finishing: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    # Everything about one run is handled in order by one task reading this inbox:
-    # ("event", type, payload), ("check",) or ("finish",).
-    inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
 
 
 class RunFollower:
@@ -138,10 +120,8 @@ class RunFollower:
 
     async def recheck(self, run_id: str, timeout: float) -> None:
         """Re-read a followed run's queue item; return once it ended or ``timeout`` passed."""
-        tracked = self._by_run.get(run_id)
-        if tracked is not None:
-            tracked.inbox.put_nowait(("check",))
-            await self.wait(run_id, timeout)
+        self.nudge(run_id)
+        await self.wait(run_id, timeout)
 
     def nudge(self, run_id: str) -> None:
         """Re-read a followed run's queue item soon (no waiting)."""
@@ -224,8 +204,7 @@ class RunFollower:
         while True:
             try:
                 if self.client.username is not None:
-                    # Multi-user InvokeAI refuses a Socket.IO handshake without a token: log
-                    # in (again) first, so events flow before the first run is enqueued.
+                    # Multi-user: no Socket.IO handshake without a fresh token.
                     await self.client.alogin()
                 hub = await self.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
@@ -259,13 +238,8 @@ class RunFollower:
             items = await self.client.queue_repo.aget_items_by_ids([t.item_id for t in followed])
         except InvokeAIError:
             return  # unreachable: the poller tries again
-        by_id = {item.item_id: item for item in items}
-        for tracked in followed:
-            item = by_id.get(tracked.item_id)
-            if item is None:
-                tracked.inbox.put_nowait(("check",))  # gone? confirmed by a read of its own
-            elif run_status_for(str(item.status)) != tracked.status:
-                tracked.inbox.put_nowait(("check", item))
+        for tracked, message in checks_after_bulk_read(followed, items):
+            tracked.inbox.put_nowait(message)
 
     async def _on_event(self, event_type: str, payload: dict[str, Any]) -> None:
         if event_type == "events_resync":
@@ -339,13 +313,13 @@ class RunFollower:
             if item is None:
                 item = await self.client.queue_repo.aget_item(tracked.item_id)
         except NotFoundError:
-            await self._close(tracked, RunStatus.failed.value, error=_lost_error(tracked))
+            await self._close(tracked, RunStatus.failed.value, error=lost_error(tracked))
             return
         except InvokeAIError:
             return  # unreachable: the poller tries again
         if tracked.batch_id and item.batch_id and item.batch_id != tracked.batch_id:
             # InvokeAI lost its queue and reuses item ids: this item is another run's.
-            await self._close(tracked, RunStatus.failed.value, error=_lost_error(tracked))
+            await self._close(tracked, RunStatus.failed.value, error=lost_error(tracked))
             return
         run_status = run_status_for(str(item.status))
         if run_status == RunStatus.running.value:
@@ -392,14 +366,7 @@ class RunFollower:
         """Why a canceled run was canceled, when its deadline had passed (else None)."""
         with Session(self.engine) as session:
             run = crud.get_run(session=session, run_id=tracked.run_id)
-        if run is None or run.cancel_at is None or run.cancel_at > utcnow():
-            return None
-        return {
-            "error_type": "DeadlineExceeded",
-            "error_message": f"canceled: unfinished at its deadline {run.cancel_at.isoformat()}",
-            "node_id": None,
-            "node_type": None,
-        }
+        return deadline_error(run.cancel_at if run else None, utcnow())
 
     def _definition(self, tracked: _Tracked) -> dict[str, Any]:
         with Session(self.engine) as session:
@@ -430,15 +397,3 @@ class RunFollower:
             data["synthetic"] = True  # InvokeAI's own status event for the end never came
         await self._emit(tracked, f"run.{status}", data)
         self._untrack(tracked)
-
-
-def _lost_error(tracked: _Tracked) -> dict[str, Any]:
-    return {
-        "error_type": "QueueItemNotFound",
-        "error_message": (
-            f"InvokeAI no longer has queue item {tracked.item_id} of batch {tracked.batch_id} "
-            "(its queue was cleared, pruned or replaced); the run's outcome is unknown"
-        ),
-        "node_id": None,
-        "node_type": None,
-    }

@@ -46,6 +46,8 @@ CANCEL_WAIT_SECONDS = 5.0
 CLAIM_ATTEMPTS = 5
 DEADLINE_TICK_SECONDS = 1.0
 KEY_SWEEP_SECONDS = 60.0
+# A claim of this process younger than this may still be on its way to InvokeAI: not resolved.
+CLAIM_SETTLE_SECONDS = 60.0
 
 
 class IdempotencyConflict(GatewayError):
@@ -83,6 +85,7 @@ class RunService(RunFollower):
         self._inflight: dict[str, asyncio.Event] = {}  # run id -> set when its submit ends
         self._resolving: set[str] = set()
         self._deadline_asked: set[str] = set()
+        self._born = utcnow()
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -192,6 +195,9 @@ class RunService(RunFollower):
         """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""
         if run.id in self._inflight or run.id in self._resolving or run.batch_id is None:
             return False
+        age = (utcnow() - run.created_at).total_seconds()
+        if run.created_at >= self._born and age < CLAIM_SETTLE_SECONDS:
+            return False  # an enqueue whose answer broke may still land: look later
         self._resolving.add(run.id)
         try:
             items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
@@ -248,7 +254,9 @@ class RunService(RunFollower):
 
     async def cancel_due(self) -> None:
         """Cancel on InvokeAI every unfinished run whose ``cancel_at`` passed."""
-        for run in claims.list_due(self.engine, utcnow()):
+        due = claims.list_due(self.engine, utcnow())
+        self._deadline_asked &= {run.id for run in due}  # forget runs that ended
+        for run in due:
             if run.id in self._deadline_asked or run.item_id is None:
                 continue
             try:
