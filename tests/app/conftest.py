@@ -24,7 +24,11 @@ def _clean_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith("GATEWAY_") or name == "INVOKEAI_URL":
+        if name.startswith("GATEWAY_") or name in (
+            "INVOKEAI_URL",
+            "INVOKEAI_USERNAME",
+            "INVOKEAI_PASSWORD",
+        ):
             monkeypatch.delenv(name)
 
 

