@@ -24,6 +24,24 @@ SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--host": ("host", str, "address to bind [GATEWAY_HOST]"),
     "--port": ("port", int, "port to bind [GATEWAY_PORT]"),
     "--max-upload-bytes": ("max_upload_bytes", int, "largest body [GATEWAY_MAX_UPLOAD_BYTES]"),
+    "--cors-origins": (
+        "cors_origins",
+        str,
+        "comma-separated origins allowed by CORS [GATEWAY_CORS_ORIGINS]",
+    ),
+    "--max-unfinished-runs": (
+        "max_unfinished_runs",
+        int,
+        "cap on runs not yet finished; past it 429 [GATEWAY_MAX_UNFINISHED_RUNS]",
+    ),
+    "--idempotency-ttl": (
+        "idempotency_ttl_seconds",
+        float,
+        "seconds an Idempotency-Key is remembered [GATEWAY_IDEMPOTENCY_TTL]",
+    ),
+    "--sse-ping": ("sse_ping_seconds", float, "SSE heartbeat interval [GATEWAY_SSE_PING]"),
+    # API keys, passwords and webhook secrets stay environment-only: a flag would show them
+    # in the process list.
 }
 
 

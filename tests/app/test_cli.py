@@ -47,6 +47,33 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings_from_args(build_parser().parse_args(["serve"])).port == 9001
 
 
+def test_operational_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_MAX_UNFINISHED_RUNS", "5")
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--cors-origins",
+            "https://a.example,https://b.example",
+            "--max-unfinished-runs",
+            "50",
+            "--idempotency-ttl",
+            "60",
+            "--sse-ping",
+            "2.5",
+        ]
+    )
+    s = settings_from_args(args)
+    assert s.cors_origin_list == ["https://a.example", "https://b.example"]
+    assert (s.max_unfinished_runs, s.idempotency_ttl_seconds, s.sse_ping_seconds) == (50, 60, 2.5)
+
+
+@pytest.mark.parametrize("flag", ["--api-keys", "--password", "--webhook-secret"])
+def test_secrets_have_no_flags(flag: str) -> None:
+    """Secrets stay in the environment: a flag would show them in the process list."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", flag, "x"])
+
+
 def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
     assert main(["migrate", "--data-dir", str(tmp_path / "d")]) == 0
     engine = make_engine(f"sqlite:///{tmp_path / 'd' / 'gateway.db'}")
