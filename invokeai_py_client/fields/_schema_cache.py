@@ -27,6 +27,10 @@ __all__ = ["clear_memory_cache", "default_cache_dir", "load_cached_or_fetch", "s
 CACHE_DIR_ENV = "INVOKEAI_PY_CLIENT_CACHE_DIR"
 
 _MEMORY: dict[tuple[str, str], InvocationSchemas] = {}
+# Node types that a fresh download of (server, version) did not have (a node pack that is not
+# installed: the shipped ESRGAN, Face Detailer and Multi ControlNet workflows). Without this,
+# every workflow naming one would download the whole document again (about 200 ms).
+_ABSENT: dict[tuple[str, str], frozenset[str]] = {}
 
 
 def default_cache_dir() -> Path:
@@ -43,8 +47,10 @@ def schema_cache_path(cache_dir: Path, version: str) -> Path:
 
 
 def clear_memory_cache() -> None:
-    """Forget every parsed schema held in memory (tests; a server upgraded in place)."""
+    """Forget every parsed schema held in memory (tests; a server upgraded in place, or a node
+    pack installed without a version change, whose types were remembered as absent)."""
     _MEMORY.clear()
+    _ABSENT.clear()
 
 
 def read_disk(path: Path) -> InvocationSchemas | None:
@@ -89,8 +95,18 @@ async def fetch_schemas(http: HttpCore, version: str) -> InvocationSchemas:
     return await asyncio.to_thread(_parse_document, response.content, version)
 
 
-def _covers(schemas: InvocationSchemas | None, require: frozenset[str]) -> bool:
-    return schemas is not None and require <= schemas.node_types
+def _covers(
+    schemas: InvocationSchemas | None, require: frozenset[str], absent: frozenset[str]
+) -> bool:
+    """Whether ``schemas`` has every required type not already known to be absent."""
+    return schemas is not None and require - absent <= schemas.node_types
+
+
+def absent_after_download(
+    downloaded: InvocationSchemas, require: frozenset[str], known_absent: frozenset[str]
+) -> frozenset[str]:
+    """The types a fresh download confirms missing: required or known absent, not in it."""
+    return (require | known_absent) - downloaded.node_types
 
 
 async def load_cached_or_fetch(
@@ -99,15 +115,17 @@ async def load_cached_or_fetch(
     """Memory, then disk, then the server; see ``schema.load_invocation_schemas``."""
     version = await fetch_version(http)
     key = (http.base_url, version)
+    absent = _ABSENT.get(key, frozenset())
     cached = _MEMORY.get(key)
-    if _covers(cached, require):
+    if _covers(cached, require, absent):
         assert cached is not None
         return cached
     path = schema_cache_path(cache_dir or default_cache_dir(), version)
     on_disk = await asyncio.to_thread(read_disk, path)
-    if not _covers(on_disk, require):
+    if not _covers(on_disk, require, absent):
         on_disk = await fetch_schemas(http, version)
         await asyncio.to_thread(write_disk, path, on_disk)
+        _ABSENT[key] = absent_after_download(on_disk, require, absent)
     assert on_disk is not None
     _MEMORY[key] = on_disk
     return on_disk

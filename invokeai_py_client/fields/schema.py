@@ -10,6 +10,7 @@ document again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -107,7 +108,7 @@ class InvocationSchemas:
     nodes: Mapping[str, _NodeSchema] = field(default_factory=dict)
     version: str | None = None
 
-    @property
+    @functools.cached_property
     def node_types(self) -> frozenset[str]:
         """Every invocation type (``"img_blur"``, ``"integer"``, ...)."""
         return frozenset(self.nodes)
@@ -263,7 +264,10 @@ async def load_invocation_schemas(
     """The server's invocation schemas, from memory, disk, or ``/openapi.json``, in that order.
 
     The cache key is the server's version (``GET /app/version``). A node pack can add node types
-    without changing the version, so a cached copy that lacks any of ``require`` is refreshed.
+    without changing the version, so a cached copy that lacks any of ``require`` is refreshed,
+    once: types still missing after a fresh download are remembered as absent for that server
+    and version (until ``clear_memory_cache``), and asking for them again downloads nothing.
+    So the result may lack some of ``require``; those types are not on the server.
 
     Args:
         http: the client's HTTP shell.

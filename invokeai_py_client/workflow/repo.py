@@ -44,24 +44,33 @@ class WorkflowRepository:
         self._client = client
         self._portal = client._portal
         self._schemas: InvocationSchemas | None = None
+        # Types the server was found not to have (see load_invocation_schemas): a workflow
+        # naming one is typed from its file without asking the server again.
+        self._absent: frozenset[str] = frozenset()
 
     async def aget_schemas(self, require: Iterable[str] = ()) -> InvocationSchemas | None:
         """The server's invocation schemas (cached), or None when the server cannot say.
 
         Args:
-            require: node types the caller needs; a cached copy lacking one is refreshed.
+            require: node types the caller needs; a cached copy lacking one is refreshed,
+                unless a fresh download already showed the server does not have it.
         """
         needed = frozenset(require)
-        if self._schemas is not None and needed <= self._schemas.node_types:
+        if self._schemas is not None and needed - self._absent <= self._schemas.node_types:
             return self._schemas
         from ..fields.schema import load_invocation_schemas
 
         try:
-            self._schemas = await load_invocation_schemas(self._client._http, require=needed)
+            schemas = await load_invocation_schemas(self._client._http, require=needed)
         except (APIConnectionError, APIStatusError):
             # No server (or no schema route): inputs fall back to the file's own values.
             return self._schemas
-        return self._schemas
+        if schemas is not self._schemas:
+            self._schemas, self._absent = schemas, frozenset()
+        # The loader returns a copy lacking a required type only when a fresh download
+        # of this server version lacked it too.
+        self._absent |= needed - schemas.node_types
+        return schemas
 
     get_schemas = sync_twin(aget_schemas)
 
