@@ -25,9 +25,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` until the block ends; yields its base URL."""
-    port = free_port()
+async def serve(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
+    """Run ``app`` until the block ends (on ``port`` or a free one); yields its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
