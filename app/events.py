@@ -114,6 +114,18 @@ class Subscription:
             count += 1
         return count
 
+    def take_ready(self) -> list[Event]:
+        """The events queued right now, without waiting (a reader sends them in one write)."""
+        ready: list[Event] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _CLOSED:
+                self._queue.put_nowait(_CLOSED)  # the next ``anext`` ends the iteration
+                break
+            assert isinstance(item, dict)
+            ready.append(item)
+        return ready
+
     def __aiter__(self) -> Subscription:
         return self
 

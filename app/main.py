@@ -8,6 +8,7 @@ starts anyway and the run service keeps trying to reach it in the background.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhook_worker = WebhookWorker(engine=engine, settings=settings)
         app.state.webhook_worker = webhook_worker
         await webhook_worker.start()
+        # Everything made so far lives as long as the process: keep it out of the garbage
+        # collector's full passes, which otherwise pause every SSE stream at once.
+        gc.freeze()
         try:
             yield
         finally:

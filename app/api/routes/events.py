@@ -14,8 +14,7 @@ falls behind is told so by the broker and goes back to step 2 from its last sent
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -24,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.api.sse import Batch, StreamResponse, WireCache, encode_event, wire_cache, wire_chunks
 from app.core.errors import NotFound
 from app.events import (
     Event,
@@ -31,7 +31,6 @@ from app.events import (
     SubscriberLagging,
     Subscription,
     is_terminal_event,
-    to_wire,
 )
 from app.models import Run, RunEvent, RunStatus
 
@@ -119,21 +118,21 @@ async def _run_is_over(engine: Engine, run_id: str) -> bool:
 
 def to_sse(event: Event) -> ServerSentEvent:
     """One event on the wire: ``id:`` its id, ``event:`` its type, ``data:`` the JSON shape."""
-    body = json.dumps(to_wire(event), separators=(",", ":"), default=str)
-    return ServerSentEvent(data=body, id=str(event["id"]), event=event["event"])
+    return encode_event(event)
 
 
 class _Cursor:
-    """The last id sent, and whether the stream is over."""
+    """The last id sent, whether the stream is over, and where encoded events are shared."""
 
-    def __init__(self, last_id: int) -> None:
+    def __init__(self, last_id: int, wire: WireCache) -> None:
         self.last_id = last_id
         self.done = False
+        self.wire = wire
 
 
 async def _replay(
     engine: Engine, cursor: _Cursor, run_id: str | None, workflow_id: str | None, stop: bool
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[Batch]:
     while not cursor.done:
         page = await anyio.to_thread.run_sync(
             lambda: load_events_after(
@@ -144,18 +143,29 @@ async def _replay(
                 limit=REPLAY_PAGE,
             )
         )
-        for event in page:
-            yield _advance(cursor, event, stop)
-            if cursor.done:
-                return
-        if len(page) < REPLAY_PAGE:
+        batch = _advance_all(cursor, page, stop)
+        if batch:
+            yield batch
+        if cursor.done or len(page) < REPLAY_PAGE:
             return
 
 
 def _advance(cursor: _Cursor, event: Event, stop_at_terminal: bool) -> ServerSentEvent:
     cursor.last_id = int(event["id"])
     cursor.done = stop_at_terminal and is_terminal_event(event)
-    return to_sse(event)
+    return cursor.wire.get(event)
+
+
+def _advance_all(cursor: _Cursor, events: list[Event], stop_at_terminal: bool) -> Batch:
+    """The events not sent yet, in order, up to the terminal one when the stream stops there."""
+    batch = []
+    for event in events:
+        if int(event["id"]) <= cursor.last_id:
+            continue  # already sent (by the replay)
+        batch.append(_advance(cursor, event, stop_at_terminal))
+        if cursor.done:
+            break
+    return batch
 
 
 async def follow(
@@ -167,25 +177,42 @@ async def follow(
     workflow_id: str | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The SSE events of one run (ends after its terminal event) or of many (never ends)."""
-    cursor = _Cursor(last_id)
+    batches = follow_batches(
+        engine=engine, broker=broker, last_id=last_id, run_id=run_id, workflow_id=workflow_id
+    )
+    async for batch in batches:
+        for sse in batch:
+            yield sse
+
+
+async def follow_batches(
+    *,
+    engine: Engine,
+    broker: EventBroker,
+    last_id: int,
+    run_id: str | None = None,
+    workflow_id: str | None = None,
+) -> AsyncGenerator[Batch, None]:
+    """``follow``'s events, grouped: every event already waiting goes out in one write."""
+    cursor = _Cursor(last_id, wire_cache(broker))
     stop = run_id is not None
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
         while not cursor.done:
             # Read the status before the replay: a run already over has stored its events.
             over = run_id is not None and await _run_is_over(engine, run_id)
-            async for sse in _replay(engine, cursor, run_id, workflow_id, stop):
-                yield sse
+            async for batch in _replay(engine, cursor, run_id, workflow_id, stop):
+                yield batch
             if over:
-                async for sse in _terminal_in_flight(engine, sub, cursor, run_id):
-                    yield sse
+                async for batch in _terminal_in_flight(engine, sub, cursor, run_id):
+                    yield batch
                 return
             if cursor.done:
                 return
             try:
                 async for event in sub:
-                    if int(event["id"]) <= cursor.last_id:
-                        continue  # already sent by the replay
-                    yield _advance(cursor, event, stop)
+                    batch = _advance_all(cursor, [event, *sub.take_ready()], stop)
+                    if batch:
+                        yield batch
                     if cursor.done:
                         return
                 return  # the broker closed: the server is shutting down
@@ -195,7 +222,7 @@ async def follow(
 
 async def _terminal_in_flight(
     engine: Engine, sub: Subscription, cursor: _Cursor, run_id: str | None
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[Batch]:
     """The run's status is final but its last event was not read yet: wait a moment for it.
 
     The run service writes the final status just before it stores the terminal event, and our
@@ -209,11 +236,12 @@ async def _terminal_in_flight(
             event = await asyncio.wait_for(anext(sub), remaining)
         except (TimeoutError, StopAsyncIteration, SubscriberLagging):
             break
-        if int(event["id"]) > cursor.last_id:
-            yield _advance(cursor, event, True)
+        batch = _advance_all(cursor, [event], True)
+        if batch:
+            yield batch
     if not cursor.done:
-        async for sse in _replay(engine, cursor, run_id, None, True):
-            yield sse
+        async for batch in _replay(engine, cursor, run_id, None, True):
+            yield batch
 
 
 def _engine(request: Request) -> Engine:
@@ -226,9 +254,9 @@ def _broker(request: Request) -> EventBroker:
     return broker
 
 
-def _response(request: Request, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+def _response(request: Request, batches: AsyncGenerator[Batch, None]) -> EventSourceResponse:
     ping = float(request.app.state.settings.sse_ping_seconds)
-    return EventSourceResponse(events, ping=ping, send_timeout=SEND_TIMEOUT_SECONDS)
+    return StreamResponse(wire_chunks(batches), ping=ping, send_timeout=SEND_TIMEOUT_SECONDS)
 
 
 @router.get("/runs/{run_id}/events", response_class=EventSourceResponse, responses=_SSE_DOC)
@@ -243,7 +271,7 @@ async def run_events(
     if await anyio.to_thread.run_sync(load_run_status, engine, run_id) is None:
         raise NotFound(f"run {run_id} not found")
     last = _resume_point(last_event_id_header, last_event_id)
-    stream = follow(engine=engine, broker=_broker(request), last_id=last, run_id=run_id)
+    stream = follow_batches(engine=engine, broker=_broker(request), last_id=last, run_id=run_id)
     return _response(request, stream)
 
 
@@ -258,7 +286,7 @@ async def all_events(
     resume = last_event_id_header if last_event_id_header is not None else last_event_id
     # Without a resume point this stream starts now; replaying all history would be unbounded.
     last = resume if resume is not None else await _newest_event_id(_engine(request))
-    stream = follow(
+    stream = follow_batches(
         engine=_engine(request), broker=_broker(request), last_id=last, workflow_id=workflow_id
     )
     return _response(request, stream)
