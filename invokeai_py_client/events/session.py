@@ -188,7 +188,10 @@ class Subscription:
         if self.closed:
             return None
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            # asyncio.timeout, not wait_for: no extra task per wait (3.11's wait_for wraps
+            # the get in one), so an event reaches its reader one loop turn sooner.
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

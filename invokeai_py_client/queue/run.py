@@ -311,7 +311,8 @@ async def wait_run(run: WorkflowRun, client: InvokeAIClient, timeout: float | No
         raise InvokeAIError("this run was never enqueued")
     if not run.finished and _pump_is_here(run):
         try:
-            await asyncio.wait_for(run._done.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await run._done.wait()
         except TimeoutError:
             raise _timeout(run, timeout) from None
     if not run.finished:

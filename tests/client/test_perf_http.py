@@ -1,0 +1,174 @@
+"""The aiohttp-backed transport under ``HttpCore``, against a small local aiohttp server.
+
+The server here is not InvokeAI: it checks what the transport does with bytes on the wire
+(compression, chunking, uploads, streaming, timeouts, refused connections). The real-server
+suites cover the transport with InvokeAI itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from invokeai_py_client._http import HttpCore, is_loopback_url
+from invokeai_py_client.exceptions import APIConnectionError, APITimeoutError, NotFoundError
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "query": dict(request.query),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body_length": len(body),
+            "body_head": body[:200].decode("latin-1"),
+        }
+    )
+
+
+async def _gzipped(request: web.Request) -> web.Response:
+    payload = json.dumps({"items": list(range(500))}).encode()
+    return web.Response(
+        body=gzip.compress(payload),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for i in range(20):
+        await response.write(bytes([i]) * 10_000)
+    await response.write_eof()
+    return response
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(2)
+    return web.json_response({})
+
+
+async def _missing(request: web.Request) -> web.Response:
+    return web.json_response({"detail": "no such item"}, status=404)
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/echo", _echo)
+    app.router.add_get("/api/v1/gzipped", _gzipped)
+    app.router.add_get("/api/v1/chunked", _chunked)
+    app.router.add_get("/api/v1/slow", _slow)
+    app.router.add_get("/api/v1/missing", _missing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _core(base_url: str, timeout: float = 5.0) -> HttpCore:
+    return HttpCore(
+        base_url=base_url, api_prefix="/api/v1", timeout=timeout, verify=True, max_retries=0
+    )
+
+
+async def test_json_round_trip_with_headers_query_and_body(base_url: str) -> None:
+    http = _core(base_url)
+    http.token = "secret-token"
+    body = await http.post_json("/echo", params={"a": "1"}, json_body={"x": [1, 2, 3]})
+    await http.aclose_current()
+    assert body["method"] == "POST" and body["query"] == {"a": "1"}
+    assert body["headers"]["authorization"] == "Bearer secret-token"
+    assert body["headers"]["content-type"] == "application/json"
+    assert json.loads(body["body_head"]) == {"x": [1, 2, 3]}
+    assert int(body["headers"]["content-length"]) == body["body_length"]
+    # Loopback: no compression asked for.
+    assert body["headers"]["accept-encoding"] == "identity"
+
+
+async def test_multipart_upload_is_sent_whole(base_url: str) -> None:
+    http = _core(base_url)
+    data = bytes(range(256)) * 1000
+    body = await http.post_json("/echo", files={"file": ("a.png", data, "image/png")})
+    await http.aclose_current()
+    assert body["headers"]["content-type"].startswith("multipart/form-data; boundary=")
+    assert body["body_length"] > len(data)
+    assert int(body["headers"]["content-length"]) == body["body_length"]
+    assert "transfer-encoding" not in body["headers"]
+
+
+async def test_gzip_is_decoded_once(base_url: str) -> None:
+    http = _core(base_url)
+    body = await http.get_json("/gzipped")
+    await http.aclose_current()
+    assert body == {"items": list(range(500))}
+
+
+async def test_chunked_body_streams_in_pieces(base_url: str) -> None:
+    http = _core(base_url)
+    received = bytearray()
+    async with http.stream("GET", "/chunked") as response:
+        async for chunk in response.aiter_bytes():
+            received.extend(chunk)
+    await http.aclose_current()
+    assert bytes(received) == b"".join(bytes([i]) * 10_000 for i in range(20))
+
+
+async def test_many_requests_reuse_the_pool(base_url: str) -> None:
+    http = _core(base_url)
+    answers = await asyncio.gather(
+        *(http.get_json("/echo", params={"i": str(i)}) for i in range(50))
+    )
+    await http.aclose_current()
+    assert [a["query"]["i"] for a in answers] == [str(i) for i in range(50)]
+
+
+async def test_status_errors_are_ours(base_url: str) -> None:
+    http = _core(base_url)
+    with pytest.raises(NotFoundError, match="no such item"):
+        await http.get_json("/missing")
+    await http.aclose_current()
+
+
+async def test_read_timeout_is_ours(base_url: str) -> None:
+    http = _core(base_url, timeout=0.2)
+    with pytest.raises(APITimeoutError):
+        await http.get_json("/slow")
+    await http.aclose_current()
+
+
+async def test_refused_connection_is_ours() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    http = _core(f"http://127.0.0.1:{port}")
+    with pytest.raises(APIConnectionError):
+        await http.get_json("/echo")
+    await http.aclose_current()
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:9090", True),
+        ("http://127.8.0.1", True),
+        ("http://localhost:9090", True),
+        ("http://[::1]:9090", True),
+        ("https://invoke.example.com", False),
+        ("http://192.168.1.20:9090", False),
+        ("http://[2001:db8::1]", False),
+    ],
+)
+def test_is_loopback_url(url: str, loopback: bool) -> None:
+    assert is_loopback_url(url) is loopback
