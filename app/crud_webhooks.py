@@ -124,13 +124,25 @@ def _targets(session: Session, run: Run, name: str) -> list[tuple[str, str | Non
 
 
 def add_run_event_with_deliveries(
-    *, session: Session, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
+    *,
+    session: Session,
+    run_id: str,
+    workflow_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    run: Run | None = None,
+    commit: bool = True,
 ) -> RunEvent:
-    """Store one run event and, in the same transaction, the deliveries it causes."""
+    """Store one run event and, in the same transaction, the deliveries it causes.
+
+    ``run``, when the caller holds it already, saves reading the row again; with
+    ``commit=False`` the caller commits (and so may put more in the same transaction).
+    """
     row = RunEvent(run_id=run_id, workflow_id=workflow_id, event_type=event_type, data=data)
     session.add(row)
     name = event_name_for(event_type)
-    run = session.get(Run, run_id) if name is not None else None
+    if name is not None and run is None:
+        run = session.get(Run, run_id)
     if name is not None and run is not None:
         targets = _targets(session, run, name)
         if targets:
@@ -145,8 +157,10 @@ def add_run_event_with_deliveries(
             )
             for url, subscription_id in targets:
                 session.add(_delivery(row, run_id, url, subscription_id, event_type, payload))
-    session.commit()
-    session.refresh(row)
+    if commit:
+        session.commit()  # every column is set in Python and the id by the insert: no re-read
+    else:
+        session.flush()
     return row
 
 

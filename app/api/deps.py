@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app import crud
 from app.core.config import Settings
@@ -27,6 +27,7 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "WorkflowDep",
+    "WorkflowToRunDep",
 ]
 
 
@@ -35,22 +36,22 @@ def get_session(request: Request) -> Iterator[Session]:
     yield from open_session(engine)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_client(request: Request) -> InvokeAIClient:
+async def get_client(request: Request) -> InvokeAIClient:
     client: InvokeAIClient = request.app.state.client
     return client
 
 
-def get_broker(request: Request) -> EventBroker:
+async def get_broker(request: Request) -> EventBroker:
     broker: EventBroker = request.app.state.broker
     return broker
 
 
-def get_run_service(request: Request) -> RunService:
+async def get_run_service(request: Request) -> RunService:
     service: RunService = request.app.state.run_service
     return service
 
@@ -86,5 +87,52 @@ def valid_run(run_id: str, session: SessionDep) -> Run:
     return run
 
 
+class WorkflowCache:
+    """Workflows by (id, version): a version's content never changes, so an entry never goes
+    stale; which version is current (and whether the workflow was deleted) is read each time.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._rows: dict[tuple[str, int], Workflow] = {}
+
+    def load(self, session: Session, workflow_id: str) -> Workflow | None:
+        """The current, not deleted workflow, reading its (large) definition only once."""
+        head = session.exec(
+            select(Workflow.version, Workflow.deleted_at).where(Workflow.id == workflow_id)
+        ).first()
+        if head is None or head[1] is not None:
+            return None
+        key = (workflow_id, int(head[0]))
+        workflow = self._rows.get(key)
+        if workflow is None:
+            workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
+            if workflow is None or workflow.version != key[1]:
+                return workflow  # changed meanwhile: use it, do not keep it
+            if len(self._rows) >= self.size:
+                del self._rows[next(iter(self._rows))]
+            self._rows[key] = workflow
+        return workflow
+
+
+async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
+    """The workflow named in the path, or 404, read on the event loop.
+
+    Two small reads on SQLite take less time than the hops to a worker thread that sync
+    dependencies cost (the session and the loader), and the definition comes from memory:
+    this is on the path of every ``POST /workflows/{id}/runs``.
+    """
+    state = request.app.state
+    cache: WorkflowCache | None = getattr(state, "workflow_cache", None)
+    if cache is None:
+        cache = state.workflow_cache = WorkflowCache()
+    with Session(state.engine, expire_on_commit=False) as session:
+        workflow = cache.load(session, workflow_id)
+    if workflow is None:
+        raise NotFound(f"no workflow with id {workflow_id!r}")
+    return workflow
+
+
 WorkflowDep = Annotated[Workflow, Depends(valid_workflow)]
+WorkflowToRunDep = Annotated[Workflow, Depends(workflow_to_run)]
 RunDep = Annotated[Run, Depends(valid_run)]

@@ -10,6 +10,7 @@ its batch up on InvokeAI (``RunService``).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,11 +22,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.models import Run, RunStatus, utcnow
+from app import crud_webhooks
+from app.models import Run, RunEvent, RunStatus, utcnow
 
 __all__ = [
     "PUBLIC_STATUSES",
     "SUBMITTING",
+    "Claim",
     "claim_run",
     "count_unfinished",
     "delete_claim",
@@ -33,6 +36,7 @@ __all__ = [
     "list_due",
     "list_submitting",
     "mark_queued",
+    "mark_queued_with_event",
     "release_expired_keys",
     "request_hash",
 ]
@@ -48,34 +52,85 @@ def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def claim_run(engine: Engine, run: Run) -> bool:
-    """Insert ``run``; False when its Idempotency-Key is already held by another row."""
+class Claim(enum.Enum):
+    """What became of a claim."""
+
+    CLAIMED = "claimed"
+    KEY_HELD = "key held"  # another row holds the Idempotency-Key
+    FULL = "full"  # the cap on unfinished runs is reached
+
+
+def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
+    """Insert ``run`` unless ``cap`` runs are unfinished or its Idempotency-Key is held.
+
+    The count and the insert share one short transaction (one connection, one commit).
+    """
     with Session(engine, expire_on_commit=False) as session:
+        if cap is not None and _unfinished(session) >= cap:
+            return Claim.FULL
         session.add(run)
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
-            return False
-    return True
+            return Claim.KEY_HELD
+    return Claim.CLAIMED
+
+
+def _queue_statement(run_id: str, values: dict[str, Any]) -> Any:
+    return update(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING).values(**values)
+
+
+def _queued_values(item_id: int, inputs: dict[str, Any] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"item_id": item_id, "status": RunStatus.queued.value}
+    if inputs is not None:
+        values["inputs"] = inputs
+    return values
 
 
 def mark_queued(
     engine: Engine, run_id: str, item_id: int, inputs: dict[str, Any] | None = None
 ) -> Run | None:
     """Move a ``submitting`` row to ``queued``; None when it was no longer ``submitting``."""
-    values: dict[str, Any] = {"item_id": item_id, "status": RunStatus.queued.value}
-    if inputs is not None:
-        values["inputs"] = inputs
-    statement = (
-        update(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING).values(**values)
-    )
     with Session(engine, expire_on_commit=False) as session:
-        result = session.execute(statement)
+        result = session.execute(_queue_statement(run_id, _queued_values(item_id, inputs)))
         session.commit()
         if not getattr(result, "rowcount", 0):
             return None
         return session.get(Run, run_id)
+
+
+def mark_queued_with_event(
+    engine: Engine,
+    run: Run,
+    item_id: int,
+    inputs: dict[str, Any] | None,
+    event_data: dict[str, Any],
+) -> RunEvent | None:
+    """Move the claimed ``run`` to ``queued`` and store its ``run.queued`` event (and the
+    webhook deliveries it causes) in ONE transaction; None when it was no longer ``submitting``.
+
+    ``run`` is the claim as inserted by this process; it is updated in place to match the row.
+    """
+    values = _queued_values(item_id, inputs)
+    with Session(engine, expire_on_commit=False) as session:
+        result = session.execute(_queue_statement(run.id, values))
+        if not getattr(result, "rowcount", 0):
+            session.rollback()
+            return None
+        for name, value in values.items():
+            setattr(run, name, value)
+        row = crud_webhooks.add_run_event_with_deliveries(
+            session=session,
+            run_id=run.id,
+            workflow_id=run.workflow_id,
+            event_type="run.queued",
+            data=event_data,
+            run=run,
+            commit=False,
+        )
+        session.commit()
+        return row
 
 
 def find_by_key(engine: Engine, key: str) -> Run | None:
@@ -94,8 +149,12 @@ def delete_claim(engine: Engine, run_id: str) -> None:
 def count_unfinished(engine: Engine) -> int:
     """Runs not yet terminal, ``submitting`` ones included."""
     with Session(engine) as session:
-        query = select(func.count()).select_from(Run).where(col(Run.status).not_in(_TERMINAL))
-        return int(session.exec(query).one())
+        return _unfinished(session)
+
+
+def _unfinished(session: Session) -> int:
+    query = select(func.count()).select_from(Run).where(col(Run.status).not_in(_TERMINAL))
+    return int(session.exec(query).one())
 
 
 def list_submitting(engine: Engine) -> Sequence[Run]:

@@ -26,7 +26,7 @@ from sqlmodel import Session
 from app import crud, crud_webhooks
 from app.core.config import Settings
 from app.events import EventBroker
-from app.models import Run, RunStatus, utcnow
+from app.models import Run, RunEvent, RunStatus, utcnow
 from app.services.follow import error_from_item, node_event, run_status_for
 from app.services.outputs import compute_outputs
 from app.services.tracking import Tracked as _Tracked
@@ -182,16 +182,13 @@ class RunFollower:
                 event_type=event_type,
                 data=data,
             )
-        await self.broker.publish(
-            {
-                "id": row.id,
-                "run_id": row.run_id,
-                "workflow_id": row.workflow_id,
-                "event": row.event_type,
-                "data": row.data,
-                "created_at": row.created_at,
-            }
-        )
+        await self.publish_row(row)
+
+    async def publish_row(self, row: RunEvent) -> None:
+        """Publish an event already stored (its row committed)."""
+        event: dict[str, Any] = {"id": row.id, "run_id": row.run_id, "workflow_id": row.workflow_id}
+        event |= {"event": row.event_type, "data": row.data, "created_at": row.created_at}
+        await self.broker.publish(event)
 
     def _set(self, tracked: _Tracked, **changes: Any) -> None:
         if "status" in changes:

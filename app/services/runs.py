@@ -31,7 +31,7 @@ from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
 from app.core.security import HeaderedError
 from app.models import Run, RunStatus, Workflow, utcnow
 from app.services import claims
-from app.services.claims import SUBMITTING
+from app.services.claims import SUBMITTING, Claim
 from app.services.follower import RunFollower
 from app.services.inputs import apply_inputs
 from app.services.submit import enqueue_run, nothing_sent
@@ -103,9 +103,11 @@ class RunService(RunFollower):
                 earlier = await self._replay(sub.key, sub.request_hash)
                 if earlier is not None:
                     return earlier, True
-            self._check_capacity()
             run = self._new_claim(sub)
-            if claims.claim_run(self.engine, run):
+            claim = claims.claim_run(self.engine, run, self.settings.max_unfinished_runs)
+            if claim is Claim.FULL:
+                raise self._too_many()
+            if claim is Claim.CLAIMED:
                 return await self._enqueue_claimed(run, sub), False
             # Another request holds the key: the next round returns its run.
         raise InvokeAIUnavailable("the run could not be submitted; try again")
@@ -128,13 +130,12 @@ class RunService(RunFollower):
             **(sub.columns or {}),
         )
 
-    def _check_capacity(self) -> None:
+    def _too_many(self) -> TooManyRuns:
         cap = self.settings.max_unfinished_runs
-        if claims.count_unfinished(self.engine) >= cap:
-            raise TooManyRuns(
-                f"{cap} runs are unfinished (GATEWAY_MAX_UNFINISHED_RUNS); try again later",
-                headers={"Retry-After": str(self.settings.retry_after_seconds)},
-            )
+        return TooManyRuns(
+            f"{cap} runs are unfinished (GATEWAY_MAX_UNFINISHED_RUNS); try again later",
+            headers={"Retry-After": str(self.settings.retry_after_seconds)},
+        )
 
     async def _enqueue_claimed(self, run: Run, sub: Submission) -> Run:
         done = self._inflight[run.id] = asyncio.Event()
@@ -155,11 +156,14 @@ class RunService(RunFollower):
                 claims.delete_claim(self.engine, run.id)
                 raise
             # Cancelled mid-enqueue: the row stays hidden until resolved by its batch id.
-            queued = claims.mark_queued(self.engine, run.id, enqueued.item_id, recorded)
-            if queued is None:
+            # Queued status and run.queued event: one transaction, then published.
+            data = {"item_id": enqueued.item_id, "batch_id": run.batch_id}
+            row = claims.mark_queued_with_event(self.engine, run, enqueued.item_id, recorded, data)
+            if row is None:
                 raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
-            await self._announce(queued)
-            return queued
+            await self.publish_row(row)
+            self.follow_new(run)
+            return run
         finally:
             self._inflight.pop(run.id, None)
             done.set()

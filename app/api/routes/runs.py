@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import Field, ValidationError
 
 from app import crud
-from app.api.deps import RunDep, RunServiceDep, SessionDep, SettingsDep, WorkflowDep
+from app.api.deps import RunDep, RunServiceDep, SessionDep, SettingsDep, WorkflowToRunDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
 from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
@@ -119,7 +119,7 @@ async def _run_body(request: Request, limit: int) -> RunRequest:
 )
 async def create_run(
     request: Request,
-    workflow: WorkflowDep,
+    workflow: WorkflowToRunDep,
     service: RunServiceDep,
     settings: SettingsDep,
     prefer: Annotated[str | None, Header(description="`wait=N`: block up to N s")] = None,

@@ -1,0 +1,106 @@
+"""The short submission path: one transaction per step, the workflow's definition from memory."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, select
+
+from app import crud
+from app.api.deps import WorkflowCache
+from app.core.db import make_engine
+from app.models import Run, RunEvent, RunStatus, Workflow
+from app.services import claims
+from app.services.claims import SUBMITTING, Claim
+from app.webhook_models import WebhookDelivery
+
+
+def database(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Workflow(id="wf", name="t", definition={"nodes": []}, inputs=[]))
+        session.commit()
+    return engine
+
+
+def claim(key: str | None = None, **columns: Any) -> Run:
+    return Run(
+        id=str(uuid.uuid4()),
+        workflow_id="wf",
+        workflow_version=1,
+        inputs={},
+        batch_id=str(uuid.uuid4()),
+        status=SUBMITTING,
+        idempotency_key=key,
+        **columns,
+    )
+
+
+def test_the_cap_and_the_key_are_checked_in_the_claim(tmp_path: Path) -> None:
+    engine = database(tmp_path)
+    assert claims.claim_run(engine, claim("k"), cap=2) is Claim.CLAIMED
+    assert claims.claim_run(engine, claim("k"), cap=2) is Claim.KEY_HELD
+    assert claims.claim_run(engine, claim(), cap=2) is Claim.CLAIMED
+    assert claims.claim_run(engine, claim(), cap=2) is Claim.FULL  # nothing inserted
+    assert claims.count_unfinished(engine) == 2
+    assert claims.claim_run(engine, claim()) is Claim.CLAIMED  # no cap given
+
+
+def test_queued_status_event_and_deliveries_are_written_together(tmp_path: Path) -> None:
+    engine = database(tmp_path)
+    run = claim(webhook_url="https://example.com/hook", webhook_events=["queued"])
+    assert claims.claim_run(engine, run) is Claim.CLAIMED
+    row = claims.mark_queued_with_event(engine, run, 7, {"1": 2.0}, {"item_id": 7})
+    assert row is not None and row.id is not None
+    assert (run.status, run.item_id, run.inputs) == (RunStatus.queued.value, 7, {"1": 2.0})
+    with Session(engine) as session:
+        stored = session.get(Run, run.id)
+        assert stored is not None
+        assert (stored.status, stored.item_id, stored.inputs) == (run.status, 7, {"1": 2.0})
+        events = session.exec(select(RunEvent)).all()
+        assert [(e.id, e.event_type, e.data) for e in events] == [
+            (row.id, "run.queued", {"item_id": 7})
+        ]
+        deliveries = session.exec(select(WebhookDelivery)).all()
+        assert [(d.run_event_id, d.url) for d in deliveries] == [
+            (row.id, "https://example.com/hook")
+        ]
+    # Already queued (settled by someone else): nothing more is written.
+    assert claims.mark_queued_with_event(engine, run, 8, None, {"item_id": 8}) is None
+    with Session(engine) as session:
+        assert len(session.exec(select(RunEvent)).all()) == 1
+        stored = session.get(Run, run.id)
+        assert stored is not None and stored.item_id == 7
+
+
+def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> None:
+    engine = database(tmp_path)
+    cache = WorkflowCache(size=1)
+    with Session(engine, expire_on_commit=False) as session:
+        first = cache.load(session, "wf")
+        assert first is not None and cache.load(session, "wf") is first
+        assert cache.load(session, "nope") is None
+        workflow = crud.get_workflow(session=session, workflow_id="wf")
+        assert workflow is not None
+        crud.add_workflow_version(
+            session=session,
+            workflow=workflow,
+            name="t2",
+            description="",
+            definition={"nodes": [], "v": 2},
+            inputs=[],
+            fingerprint="",
+        )
+    with Session(engine, expire_on_commit=False) as session:
+        second = cache.load(session, "wf")
+        assert second is not None and second.version == 2
+        assert second.definition == {"nodes": [], "v": 2}
+        current = crud.get_workflow(session=session, workflow_id="wf")
+        assert current is not None
+        crud.delete_workflow(session=session, workflow=current)
+    with Session(engine, expire_on_commit=False) as session:
+        assert cache.load(session, "wf") is None
