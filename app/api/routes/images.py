@@ -29,7 +29,7 @@ router = APIRouter(prefix="/images", tags=["images"])
 # Headers of InvokeAI's image response worth passing on to our caller.
 RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
 # Larger chunks than httpx's network reads: fewer ASGI sends per image (throughput).
-RELAY_CHUNK_BYTES = 256 * 1024
+RELAY_CHUNK_BYTES = 1024 * 1024
 # Multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
