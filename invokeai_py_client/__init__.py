@@ -16,6 +16,7 @@ from .client import InvokeAIClient
 from .dnn_model import BaseModelEnum, IvkDnnModel, ModelSyncReport, ModelType
 from .exceptions import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -67,6 +68,7 @@ from .workflow.outputs import OutputImages, OutputValue
 
 __all__ = [
     "APIConnectionError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",

@@ -10,6 +10,9 @@ Socket.IO. Measured on loopback against InvokeAI 6.14.2, a queue item read took 
 httpx's own transport and 2.9 ms through aiohttp (the bare socket: 2.3 ms); httpcore's
 per-request cost (anyio cancel scopes, a failed ``import sniffio`` on every pooled request)
 was most of the difference, and it sits right on the path from a run's end to its waiter.
+The ``httpx-aiohttp`` package offers such a transport too, but maps a refused connection to a
+connect *timeout*; the enqueue logic must tell "never sent" from "answer lost", so the small
+transport here keeps aiohttp's errors apart.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ._retry import backoff, is_idempotent, parse_retry_after, should_retry_stat
 from ._types import NOT_GIVEN, NotGiven
 from .exceptions import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     status_error_class,
@@ -329,7 +333,15 @@ class HttpCore:
                 yield resp
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:
-        return (await self.request("GET", path, **kwargs)).json()
+        response = await self.request("GET", path, **kwargs)
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise APIResponseValidationError(
+                f"GET {response.request.url} answered {response.status_code} with {kind}, not JSON",
+                response=response,
+            ) from exc
 
     async def post_json(self, path: str, **kwargs: Any) -> Any:
         return _decode_body(await self.request("POST", path, **kwargs))

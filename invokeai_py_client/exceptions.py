@@ -5,6 +5,7 @@
     InvokeAIError
     ├── APIConnectionError            the server could not be reached
     │   └── APITimeoutError           a request or connection timed out
+    ├── APIResponseValidationError    a 2xx answer whose body is not what the API promises
     ├── APIStatusError                the server answered with a 4xx/5xx status
     │   ├── BadRequestError           400
     │   ├── AuthenticationError       401
@@ -32,6 +33,7 @@ import httpx
 
 __all__ = [
     "APIConnectionError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -65,6 +67,19 @@ class APIConnectionError(InvokeAIError):
 
 class APITimeoutError(APIConnectionError):
     """A request did not get an answer in time."""
+
+
+class APIResponseValidationError(InvokeAIError):
+    """A success status with a body that is not the JSON the API describes.
+
+    Seen when a path falls through to InvokeAI's web UI, which answers unknown paths with
+    its HTML page and a 200.
+    """
+
+    def __init__(self, message: str, *, response: httpx.Response) -> None:
+        super().__init__(message)
+        self.response = response
+        self.status_code = response.status_code
 
 
 class APIStatusError(InvokeAIError):

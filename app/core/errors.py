@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invokeai_py_client.exceptions import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     WorkflowValidationError,
 )
@@ -134,6 +135,10 @@ async def _connection_error(request: Request, exc: Exception) -> JSONResponse:
     return await _gateway_error(request, InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}"))
 
 
+async def _odd_answer(request: Request, exc: Exception) -> JSONResponse:
+    return await _gateway_error(request, UpstreamError(f"InvokeAI answered oddly: {exc}"))
+
+
 async def _status_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIStatusError)
     if exc.status_code >= 500:
@@ -188,6 +193,7 @@ def install_handlers(app: FastAPI) -> None:
     """Register every error handler on ``app``."""
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(APIConnectionError, _connection_error)
+    app.add_exception_handler(APIResponseValidationError, _odd_answer)
     app.add_exception_handler(APIStatusError, _status_error)
     app.add_exception_handler(WorkflowValidationError, _workflow_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -178,3 +178,18 @@ def test_from_url(url: str, base_url: str, base_path: str) -> None:
 def test_from_url_rejects_other_schemes() -> None:
     with pytest.raises(ValueError, match="ftp://x"):
         InvokeAIClient.from_url("ftp://x")
+
+
+async def test_a_non_json_success_is_our_error() -> None:
+    """InvokeAI answers unknown paths with its web UI's HTML and a 200."""
+    from invokeai_py_client import APIResponseValidationError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, text="<!doctype html><html></html>", headers={"content-type": "text/html"}
+        )
+
+    client = _client(httpx.MockTransport(handler))
+    with pytest.raises(APIResponseValidationError, match="text/html"):
+        await client._http.get_json("/boards/%2F")
+    await client.aclose()

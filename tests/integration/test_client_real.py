@@ -63,3 +63,11 @@ async def test_failed_socketio_connect_leaves_no_open_session() -> None:
     await client.aclose()
     leaks = [w for w in caught if "Unclosed client session" in str(w.message)]
     assert leaks == []
+
+
+def test_a_path_that_falls_through_to_the_web_ui_is_a_clear_error(client: InvokeAIClient) -> None:
+    """InvokeAI serves its HTML page, with a 200, for paths no route matches."""
+    from invokeai_py_client import APIResponseValidationError
+
+    with pytest.raises(APIResponseValidationError, match="not JSON"):
+        client.board_repo.get_board("/")
