@@ -11,12 +11,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/gateway
-COPY pyproject.toml README.md alembic.ini ./
-COPY alembic ./alembic
+COPY pyproject.toml README.md ./
 COPY invokeai_py_client ./invokeai_py_client
 COPY app ./app
-# Editable: the migrations (alembic.ini, alembic/) are found beside the package source.
-RUN pip install --editable ".[gateway]"
+# The migrations ship inside the app package (app/migrations), so a plain install will do.
+RUN pip install ".[gateway]"
 
 # -- runtime ----------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim
@@ -32,8 +31,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonex
     && mkdir /data \
     && chown gateway:gateway /data
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/gateway /opt/gateway
-WORKDIR /opt/gateway
+WORKDIR /data
 USER gateway
 VOLUME ["/data"]
 EXPOSE 8080

@@ -10,9 +10,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-__all__ = ["ALEMBIC_INI", "make_engine", "open_session", "run_migrations"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "open_session", "run_migrations"]
 
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+# Inside the package, so an installed wheel (the Docker image) can migrate its database.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,13 +42,18 @@ def open_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def run_migrations(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` to ``revision`` with Alembic."""
+def alembic_config(url: str) -> Any:
+    """An Alembic ``Config`` for the database at ``url`` (no ``alembic.ini`` needed)."""
     from alembic.config import Config
 
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    return config
+
+
+def run_migrations(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision`` with Alembic."""
     from alembic import command
 
-    config = Config(str(ALEMBIC_INI))
-    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
-    config.attributes["database_url"] = url
-    command.upgrade(config, revision)
+    command.upgrade(alembic_config(url), revision)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from app import models, webhook_models  # noqa: F401 (registers the tables)
 from app.core.config import Settings
 from app.core.db import make_engine
