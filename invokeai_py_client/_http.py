@@ -23,12 +23,13 @@ import ipaddress
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 
+from ._aiohttp import AiohttpTransport, aiohttp_errors_as_httpx, exact_chunks
 from ._retry import backoff, is_idempotent, parse_retry_after, should_retry_status
 from ._types import NOT_GIVEN, NotGiven
 from .exceptions import (
@@ -42,6 +43,7 @@ from .exceptions import (
 __all__ = ["AiohttpTransport", "HttpCore", "is_loopback_url", "map_transport_errors"]
 
 REFRESHED_TOKEN_HEADER = "x-refreshed-token"
+_R = TypeVar("_R")
 
 
 @contextlib.contextmanager
@@ -66,109 +68,21 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-class _AiohttpBody(httpx.AsyncByteStream):
-    """A response body read from aiohttp as it arrives (streamed downloads stay streamed)."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_aiohttp_errors():
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        # A body read to its end returns the connection to the pool; a partly read one
-        # closes it.
-        self._response.release()
-
-
-@contextlib.contextmanager
-def _mapped_aiohttp_errors() -> Iterator[None]:
-    """aiohttp's exceptions as httpx's, so ``map_transport_errors`` sees one family."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or repr(exc)) from exc
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or repr(exc)) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc) or repr(exc)) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.ReadError(str(exc) or repr(exc)) from exc
-
-
-def _client_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=timeouts.get("pool"),
-        sock_connect=timeouts.get("connect"),
-        sock_read=timeouts.get("read"),
-    )
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that sends through one ``aiohttp.ClientSession`` (per event loop).
-
-    httpx still builds requests (headers, cookies, multipart) and decodes responses
-    (``Content-Encoding``); aiohttp only moves bytes, so it neither decompresses nor keeps
-    cookies of its own. Proxies from the environment keep going through httpx's own proxy
-    transports, which httpx mounts ahead of this one.
-    """
-
-    def __init__(self, *, verify: bool = True, max_connections: int = 100) -> None:
-        self._verify = verify
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._verify),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        headers = [
-            (name, value)
-            for name, value in request.headers.multi_items()
-            # The body is sent whole, with its length (aiohttp adds Content-Length).
-            if name.lower() != "transfer-encoding"
-        ]
-        with _mapped_aiohttp_errors():
-            response = await self._open_session().request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=_client_timeout(request),
-            )
-        return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=_AiohttpBody(response),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
-            },
-        )
-
-    async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-
 def _decode_body(response: httpx.Response) -> Any:
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return response.text
+
+
+def _failed(response: object) -> TypeGuard[httpx.Response]:
+    return isinstance(response, httpx.Response) and not response.is_success
+
+
+async def _chunks(response: aiohttp.ClientResponse, url: str, size: int) -> AsyncIterator[bytes]:
+    with map_transport_errors(url):
+        async for chunk in exact_chunks(response, size):
+            yield chunk
 
 
 def make_status_error(method: str, response: httpx.Response) -> APIStatusError:
@@ -257,6 +171,21 @@ class HttpCore:
             retry: force retrying on or off; by default only idempotent methods retry.
         """
         url = path if absolute else self.api_url(path)
+        return await self._attempts(
+            method,
+            path,
+            retry,
+            lambda: self._send_once(method, url, params, json_body, files, timeout),
+        )
+
+    async def _attempts(
+        self, method: str, path: str, retry: bool | None, send: Callable[[], Awaitable[_R]]
+    ) -> _R:
+        """Call ``send`` until it succeeds: login, one re-login on 401, safe retries.
+
+        ``send`` answers a failed status as an ``httpx.Response`` (its body read) and
+        anything else as success.
+        """
         needs_login = self._authenticate is not None and not path.startswith("/auth/")
         if needs_login and self.token is None:
             await self.login()
@@ -266,20 +195,18 @@ class HttpCore:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = await self._send_once(method, url, params, json_body, files, timeout)
+                response = await send()
             except APIConnectionError:
                 if last:
                     raise
                 await asyncio.sleep(backoff(attempt))
                 continue
-            if response.is_success:
-                return response
-            if response.status_code == 401 and needs_login and not relogged:
+            if _failed(response) and response.status_code == 401 and needs_login and not relogged:
                 relogged = True
                 await self.login()
-                response = await self._send_once(method, url, params, json_body, files, timeout)
-                if response.is_success:
-                    return response
+                response = await send()
+            if not _failed(response):
+                return response
             if not last and should_retry_status(response.status_code):
                 await asyncio.sleep(backoff(attempt, parse_retry_after(response)))
                 continue
@@ -331,6 +258,73 @@ class HttpCore:
                     await resp.aread()
                     raise make_status_error(method, resp)
                 yield resp
+
+    @contextlib.asynccontextmanager
+    async def stream_bytes(
+        self, path: str, *, chunk_size: int = 1 << 20, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[int, httpx.Headers, AsyncIterator[bytes]]]:
+        """GET a large body (an image) straight from aiohttp, without httpx's stream layer.
+
+        Yields ``(status, headers, chunks)``; the chunks are ``chunk_size`` bytes each (the
+        last one shorter). Login, re-login on 401, retries before the first byte and errors
+        are those of ``request``. The connection goes back to the pool when the body was read
+        to its end, and is closed when the block is left early. Without an aiohttp transport
+        (a proxy from the environment, a test transport) this falls back to ``stream``.
+        """
+        url = self.api_url(path)
+        transport = self._client()._transport_for_url(httpx.URL(url))
+        if not isinstance(transport, AiohttpTransport):
+            async with self.stream("GET", path, params=params) as resp:
+                yield resp.status_code, resp.headers, resp.aiter_bytes(chunk_size)
+            return
+        session = transport.open_session()
+        response = await self._attempts(
+            "GET", path, None, lambda: self._send_raw(session, url, params, chunk_size)
+        )
+        if not isinstance(response, aiohttp.ClientResponse):  # pragma: no cover
+            raise AssertionError("a raw send succeeds only with an aiohttp response")
+        try:
+            headers = httpx.Headers(response.raw_headers)
+            yield response.status, headers, _chunks(response, url, chunk_size)
+        finally:
+            response.release()
+
+    async def _send_raw(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        params: Mapping[str, str] | None,
+        chunk_size: int,
+    ) -> aiohttp.ClientResponse | httpx.Response:
+        """One GET through aiohttp: the open response on 2xx, else the failure, body read."""
+        # Identity: the bytes relayed are the body itself (images are compressed already).
+        headers = {**self.auth_headers(), "Accept-Encoding": "identity"}
+        connect = min(self.timeout or 5.0, 5.0)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout, sock_connect=connect, sock_read=self.timeout
+        )
+        with map_transport_errors(url), aiohttp_errors_as_httpx():
+            response = await session.get(
+                url,
+                params=params,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+                read_bufsize=chunk_size,
+            )
+            refreshed = response.headers.get(REFRESHED_TOKEN_HEADER)
+            if refreshed:
+                self.token = refreshed
+            if 200 <= response.status < 300:
+                return response
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        request = httpx.Request("GET", url, params=params)
+        return httpx.Response(
+            response.status, headers=response.raw_headers, content=body, request=request
+        )
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:
         response = await self.request("GET", path, **kwargs)

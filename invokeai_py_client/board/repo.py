@@ -220,6 +220,6 @@ class BoardRepository:
             NotFoundError: no image has this name (raised before the first chunk).
         """
         suffix = "/thumbnail" if thumbnail else "/full"
-        async with self._http.stream("GET", image_path(image_name, suffix)) as response:
-            async for chunk in response.aiter_bytes():
+        async with self._http.stream_bytes(image_path(image_name, suffix)) as (_, _, chunks):
+            async for chunk in chunks:
                 yield chunk

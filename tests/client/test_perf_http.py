@@ -56,6 +56,13 @@ async def _slow(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+BIG_BODY = bytes(range(256)) * (5 * 4096) + b"tail"  # 5 MiB and 4 bytes
+
+
+async def _big(request: web.Request) -> web.Response:
+    return web.Response(body=BIG_BODY, content_type="image/png")
+
+
 async def _missing(request: web.Request) -> web.Response:
     return web.json_response({"detail": "no such item"}, status=404)
 
@@ -68,6 +75,7 @@ async def base_url() -> AsyncIterator[str]:
     app.router.add_get("/api/v1/chunked", _chunked)
     app.router.add_get("/api/v1/slow", _slow)
     app.router.add_get("/api/v1/missing", _missing)
+    app.router.add_get("/api/v1/big", _big)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -155,6 +163,54 @@ async def test_refused_connection_is_ours() -> None:
     http = _core(f"http://127.0.0.1:{port}")
     with pytest.raises(APIConnectionError):
         await http.get_json("/echo")
+    await http.aclose_current()
+
+
+async def test_stream_bytes_yields_the_body_in_whole_chunks(base_url: str) -> None:
+    http = _core(base_url)
+    http.token = "secret-token"
+    async with http.stream_bytes("/big", chunk_size=1 << 20) as (status, headers, chunks):
+        received = [chunk async for chunk in chunks]
+    async with http.stream_bytes("/echo") as (_, _, chunks):
+        echoed = json.loads(b"".join([chunk async for chunk in chunks]))
+    await http.aclose_current()
+    assert status == 200
+    assert headers["content-type"] == "image/png"
+    assert int(headers["content-length"]) == len(BIG_BODY)
+    assert b"".join(received) == BIG_BODY
+    assert [len(c) for c in received] == [1 << 20] * 5 + [4]
+    assert echoed["headers"]["authorization"] == "Bearer secret-token"
+    assert echoed["headers"]["accept-encoding"] == "identity"
+
+
+async def test_stream_bytes_left_early_then_reused(base_url: str) -> None:
+    http = _core(base_url)
+    async with http.stream_bytes("/big", chunk_size=1000) as (_, _, chunks):
+        first = await anext(chunks)
+    async with http.stream_bytes("/big") as (_, _, chunks):
+        whole = b"".join([chunk async for chunk in chunks])
+    await http.aclose_current()
+    assert first == BIG_BODY[:1000]
+    assert whole == BIG_BODY
+
+
+async def test_stream_bytes_missing_is_not_found(base_url: str) -> None:
+    http = _core(base_url)
+    with pytest.raises(NotFoundError, match="no such item") as caught:
+        async with http.stream_bytes("/missing"):
+            pytest.fail("a 404 must not enter the block")
+    await http.aclose_current()
+    assert caught.value.body == {"detail": "no such item"}
+
+
+async def test_stream_bytes_refused_connection_is_ours() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    http = _core(f"http://127.0.0.1:{port}")
+    with pytest.raises(APIConnectionError):
+        async with http.stream_bytes("/big"):
+            pytest.fail("a refused connection must not enter the block")
     await http.aclose_current()
 
 

@@ -28,7 +28,7 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 # Headers of InvokeAI's image response worth passing on to our caller.
 RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
-# Larger chunks than httpx's network reads: fewer ASGI sends per image (throughput).
+# Larger chunks than network reads: fewer ASGI sends per image (throughput).
 RELAY_CHUNK_BYTES = 1024 * 1024
 # Multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -189,22 +189,26 @@ async def download_image(
     path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
     stack = contextlib.AsyncExitStack()
     try:
-        upstream = await stack.enter_async_context(_client(request)._http.stream("GET", path))
+        _, upstream_headers, chunks = await stack.enter_async_context(
+            _client(request)._http.stream_bytes(path, chunk_size=RELAY_CHUNK_BYTES)
+        )
     except NotFoundError as exc:
         await stack.aclose()
         raise NotFound(f"image {image_name} not found") from exc
     except BaseException:
         await stack.aclose()
         raise
-    headers = {k: upstream.headers[k] for k in RELAYED_HEADERS if k in upstream.headers}
+    headers = {k: upstream_headers[k] for k in RELAYED_HEADERS if k in upstream_headers}
     media_type = headers.pop("content-type", "application/octet-stream")
-    return StreamingResponse(_relay(upstream, stack), media_type=media_type, headers=headers)
+    return StreamingResponse(_relay(chunks, stack), media_type=media_type, headers=headers)
 
 
-async def _relay(upstream: Any, stack: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+async def _relay(
+    chunks: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
+) -> AsyncIterator[bytes]:
     # Closing the stack releases InvokeAI's connection, also when our caller goes away.
     try:
-        async for chunk in upstream.aiter_raw(RELAY_CHUNK_BYTES):
+        async for chunk in chunks:
             yield chunk
     finally:
         await stack.aclose()
