@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -69,3 +75,38 @@ async def serve_gateway(
 class Served:
     url: str
     app: FastAPI
+
+
+@contextlib.contextmanager
+def gateway_process(
+    data_dir: Path, invokeai_url: str, port: int, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The gateway as a real process (``python -m app serve``), for kill-and-restart tests.
+
+    ``env`` adds ``GATEWAY_*`` settings; the machine's own are left out. The process is
+    killed (SIGKILL) if it is still running when the block ends.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--invokeai-url", invokeai_url]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        cwd=ROOT,
+        env={**clean, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def gateway_up(http: httpx.AsyncClient) -> bool:
+    """Whether the gateway behind ``http`` answers ``/livez``."""
+    try:
+        return (await http.get("/livez")).status_code == 200
+    except httpx.TransportError:
+        return False

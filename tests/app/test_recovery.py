@@ -11,13 +11,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,42 +30,12 @@ from app.services.submit import enqueue_run
 from app.services.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
-from tests.app.live_server import free_port, serve
+from tests.app.live_server import free_port, gateway_process, gateway_up, serve
 
 pytestmark = pytest.mark.invokeai
 
-ROOT = Path(__file__).resolve().parents[2]
+FAST_RECONCILE = {"GATEWAY_RECONCILE_INTERVAL": "1"}
 TERMINAL = {"succeeded", "failed", "canceled"}
-
-
-@contextmanager
-def gateway_process(
-    data_dir: Path, invokeai_url: str, port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_RECONCILE_INTERVAL"] = "1"
-    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    command += ["--data-dir", str(data_dir), "--invokeai-url", invokeai_url]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-
-
-async def _up(http: httpx.AsyncClient) -> bool:
-    try:
-        return (await http.get("/livez")).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def _all_runs(http: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -85,8 +50,8 @@ async def test_sigkilled_service_loses_no_accepted_run(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
         await aclient.queue_repo.apause_processor()
         try:
-            with gateway_process(tmp_path, invokeai_url, port) as first:
-                await wait_until(lambda: _up(http))
+            with gateway_process(tmp_path, invokeai_url, port, **FAST_RECONCILE) as first:
+                await wait_until(lambda: gateway_up(http))
                 workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
                 workflow_id = (await http.post("/workflows", json=workflow)).json()["id"]
                 url = f"/workflows/{workflow_id}/runs"
@@ -99,8 +64,8 @@ async def test_sigkilled_service_loses_no_accepted_run(
                 assert late.status_code == 202, late.text
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
-            with gateway_process(tmp_path, invokeai_url, port):
-                await wait_until(lambda: _up(http))
+            with gateway_process(tmp_path, invokeai_url, port, **FAST_RECONCILE):
+                await wait_until(lambda: gateway_up(http))
                 # Still paused: only the restarted gateway can cancel the late run.
                 late_done = await wait_until(
                     lambda: _run_if(http, late.json()["id"], TERMINAL), timeout=30

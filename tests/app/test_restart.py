@@ -7,12 +7,7 @@ process on the same database reconciles it from the queue item, outputs included
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +19,9 @@ from app.core.db import make_engine
 from app.models import RunEvent
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import load_json, wait_until
-from tests.app.live_server import free_port
+from tests.app.live_server import free_port, gateway_process, gateway_up
 
 pytestmark = pytest.mark.invokeai
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def gateway_process(
-    data_dir: Path, invokeai_url: str, port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--invokeai-url",
-            invokeai_url,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-
-
-async def _up(http: httpx.AsyncClient) -> bool:
-    try:
-        return (await http.get("/workflows")).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def test_run_finishes_with_outputs_across_a_killed_service(
@@ -78,7 +31,7 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         with gateway_process(tmp_path, invokeai_url, port) as first:
-            await wait_until(lambda: _up(http))
+            await wait_until(lambda: gateway_up(http))
             workflow = (
                 await http.post(
                     "/workflows", json=load_json(shared_workflows_dir / "join_three_legacy.json")
@@ -105,7 +58,7 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
         await wait_until(item_done)  # finished while no gateway was running
 
         with gateway_process(tmp_path, invokeai_url, port):
-            await wait_until(lambda: _up(http))
+            await wait_until(lambda: gateway_up(http))
 
             async def finished() -> dict[str, Any] | None:
                 body: dict[str, Any] = (await http.get(f"/runs/{run['id']}")).json()

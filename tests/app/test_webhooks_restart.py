@@ -9,12 +9,7 @@ events with their deliveries, and sends everything once the receiver is back.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,52 +19,24 @@ import pytest
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.webhooks import generate_secret
 from tests.app.conftest import load_json, wait_until
-from tests.app.live_server import free_port
+from tests.app.live_server import free_port, gateway_process, gateway_up
 from tests.app.test_webhooks_delivery import deliveries, words
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.invokeai
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNS = 3
 
 
-@contextmanager
-def gateway_process(
-    data_dir: Path, invokeai_url: str, port: int, secret: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(
-        {
-            "GATEWAY_WEBHOOK_SECRET": secret,
-            "GATEWAY_WEBHOOK_ALLOW_PRIVATE": "true",
-            "GATEWAY_WEBHOOK_BACKOFF_BASE": "0.2",
-            "GATEWAY_WEBHOOK_BACKOFF_CAP": "0.5",
-            "GATEWAY_RECONCILE_INTERVAL": "1",
-        }
-    )
-    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    command += ["--data-dir", str(data_dir), "--invokeai-url", invokeai_url]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-
-
-async def _up(http: httpx.AsyncClient) -> bool:
-    try:
-        return (await http.get("/livez")).status_code == 200
-    except httpx.TransportError:
-        return False
+def fast_settings(secret: str) -> dict[str, str]:
+    """Short backoff and reconcile so the test sees retries and recovery in seconds."""
+    return {
+        "GATEWAY_WEBHOOK_SECRET": secret,
+        "GATEWAY_WEBHOOK_ALLOW_PRIVATE": "true",
+        "GATEWAY_WEBHOOK_BACKOFF_BASE": "0.2",
+        "GATEWAY_WEBHOOK_BACKOFF_CAP": "0.5",
+        "GATEWAY_RECONCILE_INTERVAL": "1",
+    }
 
 
 async def test_webhooks_are_delivered_across_a_killed_gateway(
@@ -83,8 +50,8 @@ async def test_webhooks_are_delivered_across_a_killed_gateway(
     runs: list[dict[str, Any]] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            with gateway_process(tmp_path, invokeai_url, port, secret) as first:
-                await wait_until(lambda: _up(http))
+            with gateway_process(tmp_path, invokeai_url, port, **fast_settings(secret)) as first:
+                await wait_until(lambda: gateway_up(http))
                 workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
                 join = (await http.post("/workflows", json=workflow)).json()
                 await aclient.queue_repo.apause_processor()
@@ -118,8 +85,8 @@ async def test_webhooks_are_delivered_across_a_killed_gateway(
 
             await wait_until(items_done)  # finished while no gateway was running
             receiver.up()
-            with gateway_process(tmp_path, invokeai_url, port, secret):
-                await wait_until(lambda: _up(http))
+            with gateway_process(tmp_path, invokeai_url, port, **fast_settings(secret)):
+                await wait_until(lambda: gateway_up(http))
 
                 async def all_delivered() -> list[list[dict[str, Any]]] | None:
                     logs = [await deliveries(http, r["id"]) for r in runs]
