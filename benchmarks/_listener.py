@@ -1,7 +1,7 @@
-"""An independent Socket.IO listener: when did the server announce each item's end?
+"""Independent Socket.IO listeners: when did the server announce an item's end, a node's end?
 
-It runs on its own thread and loop, so it observes the server's completion event without
-sharing anything with the client under test; both read the same broadcast on loopback.
+Each runs on its own thread and loop, so it observes the server's events without sharing
+anything with the contender under test; both read the same broadcast on loopback.
 """
 
 from __future__ import annotations
@@ -9,37 +9,32 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import socketio
 
 TERMINAL = {"completed", "failed", "canceled"}
 
 
-class CompletionListener:
+class ThreadedListener:
+    """A Socket.IO connection, subscribed to one queue, on a thread and loop of its own.
+
+    Subclasses register their handlers on ``self._sio`` in ``__init__``.
+    """
+
     def __init__(self, url: str, queue_id: str = "default") -> None:
         self.url = url
         self.queue_id = queue_id
-        self.ended_at: dict[int, float] = {}
-        self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._sio = socketio.AsyncClient(reconnection=True)
-        self._sio.on("queue_item_status_changed", self._on_status)
-
-    async def _on_status(self, data: dict[str, Any]) -> None:
-        if data.get("status") in TERMINAL:
-            now = time.perf_counter()
-            with self._cond:
-                self.ended_at.setdefault(int(data["item_id"]), now)
-                self._cond.notify_all()
 
     async def _connect(self) -> None:
         await self._sio.connect(self.url, socketio_path="/ws/socket.io", transports=["websocket"])
-        await self._sio.emit("subscribe_queue", {"queue_id": self.queue_id})
-        await asyncio.sleep(0.2)
+        # call() waits for the server's ack: the room is joined before the benchmark starts.
+        await self._sio.call("subscribe_queue", {"queue_id": self.queue_id})
 
-    def __enter__(self) -> CompletionListener:
+    def __enter__(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout=15)
         return self
@@ -49,6 +44,23 @@ class CompletionListener:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
+
+class CompletionListener(ThreadedListener):
+    """Records when each queue item's terminal status event arrived."""
+
+    def __init__(self, url: str, queue_id: str = "default") -> None:
+        super().__init__(url, queue_id)
+        self.ended_at: dict[int, float] = {}
+        self._cond = threading.Condition()
+        self._sio.on("queue_item_status_changed", self._on_status)
+
+    async def _on_status(self, data: dict[str, Any]) -> None:
+        if data.get("status") in TERMINAL:
+            now = time.perf_counter()
+            with self._cond:
+                self.ended_at.setdefault(int(data["item_id"]), now)
+                self._cond.notify_all()
+
     def wait_for(self, item_id: int, timeout: float = 30.0) -> float:
         """The moment the listener saw ``item_id`` end (waits for it if needed)."""
         with self._cond:
@@ -56,3 +68,16 @@ class CompletionListener:
             if not ok:
                 raise TimeoutError(f"no end event for item {item_id}")
             return self.ended_at[item_id]
+
+
+class NodeCompleteListener(ThreadedListener):
+    """Records when InvokeAI announced each node's completion, by (item id, node id)."""
+
+    def __init__(self, url: str, queue_id: str = "default") -> None:
+        super().__init__(url, queue_id)
+        self.seen: dict[tuple[int, str], float] = {}
+        self._sio.on("invocation_complete", self._on_complete)
+
+    async def _on_complete(self, data: dict[str, Any]) -> None:
+        key = (int(data["item_id"]), str(data["invocation_source_id"]))
+        self.seen.setdefault(key, time.perf_counter())

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .gateway_bench import NodeCompleteListener, image_downloads, rss_mb
+from ._listener import NodeCompleteListener
+from .gateway_bench import image_downloads, rss_mb
 
 Received = tuple[str, str, float]
 

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import socketio
 from httpx_sse import aconnect_sse, connect_sse
 
 from tests.support.invokeai_server import free_port, running_server
 from tests.support.workflow_factory import tiny_blur_workflow
 
+from ._listener import NodeCompleteListener
 from ._report import Report, Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,36 +96,6 @@ def start_run(url: str, workflow_id: str, salt: int) -> dict[str, Any]:
 
 
 # -- (d) delivery delay ------------------------------------------------------------------------
-
-
-class NodeCompleteListener:
-    """Its own thread and loop: when did InvokeAI announce each node's completion?"""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.seen: dict[tuple[int, str], float] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._sio = socketio.AsyncClient()
-        self._sio.on("invocation_complete", self._on_complete)
-
-    async def _on_complete(self, data: dict[str, Any]) -> None:
-        key = (int(data["item_id"]), str(data["invocation_source_id"]))
-        self.seen.setdefault(key, time.perf_counter())
-
-    async def _connect(self) -> None:
-        await self._sio.connect(self.url, socketio_path="/ws/socket.io", transports=["websocket"])
-        await self._sio.call("subscribe_queue", {"queue_id": "default"})
-
-    def __enter__(self) -> NodeCompleteListener:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout=15)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._sio.disconnect(), self._loop).result(timeout=15)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
 
 
 def _read_events(url: str, received: dict[tuple[str, str], float], stop: threading.Event) -> None:
