@@ -45,10 +45,17 @@ class GatewayError(Exception):
     status_code = 500
     title = "Internal error"
 
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers = headers or {}  # extra response headers (Retry-After, ...)
 
 
 class NotFound(GatewayError):
@@ -120,7 +127,7 @@ def _retry_after(request: Request) -> dict[str, str]:
 
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
-    headers = _retry_after(request) if exc.status_code == 503 else None
+    headers = {**(_retry_after(request) if exc.status_code == 503 else {}), **exc.headers}
     return problem_response(
         status=exc.status_code,
         title=exc.title,

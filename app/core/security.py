@@ -20,17 +20,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from app.core.config import Settings
-from app.core.errors import PROBLEM_JSON, GatewayError, problem_response
+from app.core.errors import PROBLEM_JSON
 
 __all__ = [
     "PUBLIC_PATHS",
     "ApiKeyMiddleware",
-    "HeaderedError",
     "InsecureBind",
     "check_bind",
     "install_security",
@@ -48,20 +46,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class HeaderedError(GatewayError):
-    """A gateway error whose response carries extra headers (``Retry-After``, ...)."""
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        headers: dict[str, str] | None = None,
-        errors: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(detail, errors=errors)
-        self.headers = headers or {}
 
 
 class InsecureBind(ValueError):
@@ -164,18 +148,6 @@ class ApiKeyMiddleware:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
-async def _headered_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HeaderedError)
-    return problem_response(
-        status=exc.status_code,
-        title=exc.title,
-        detail=exc.detail,
-        instance=request.url.path,
-        errors=exc.errors,
-        headers=exc.headers,
-    )
-
-
 def _document_bearer(app: FastAPI) -> None:
     """Declare the bearer scheme in the OpenAPI document (Swagger UI gets an Authorize box)."""
     build = app.openapi
@@ -197,9 +169,8 @@ def _document_bearer(app: FastAPI) -> None:
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Add the error handler, the API key check (when keys are set) and CORS (when allowed)."""
+    """Add the API key check (when keys are set) and CORS (when allowed)."""
     quiet_header_loggers()
-    app.add_exception_handler(HeaderedError, _headered_error)
     keys = settings.api_key_list
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)

@@ -28,7 +28,6 @@ from sqlmodel import Session
 
 from app import crud
 from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
-from app.core.security import HeaderedError
 from app.models import Run, RunStatus, Workflow, utcnow
 from app.services import claims
 from app.services.claims import SUBMITTING, Claim
@@ -57,7 +56,7 @@ class IdempotencyConflict(GatewayError):
     title = "Idempotency-Key reused"
 
 
-class TooManyRuns(HeaderedError):
+class TooManyRuns(GatewayError):
     """The cap on unfinished runs is reached."""
 
     status_code = 429
