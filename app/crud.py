@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import Table, or_, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.models import Run, RunEvent, RunStatus, Workflow, WorkflowVersion, utcnow
@@ -28,6 +29,7 @@ __all__ = [
     "list_runs",
     "list_unfinished_runs",
     "list_workflows",
+    "set_run_columns",
     "update_run",
 ]
 
@@ -155,6 +157,13 @@ def update_run(*, session: Session, run_id: str, **changes: Any) -> Run | None:
     session.commit()
     session.refresh(run)
     return run
+
+
+def set_run_columns(engine: Engine, run_id: str, **changes: Any) -> None:
+    """Set columns of a run in one UPDATE (the follower's status changes: no read back)."""
+    runs: Table = Run.__table__  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(update(runs).where(runs.c.id == run_id).values(**changes))
 
 
 def list_unfinished_runs(*, session: Session) -> Sequence[Run]:

@@ -7,11 +7,16 @@ deliveries it causes in ONE transaction, so an event is never stored without its
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import Table, insert, or_
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.models import Run, RunEvent, utcnow
@@ -24,6 +29,7 @@ from app.webhook_models import (
 )
 
 __all__ = [
+    "StoredEvent",
     "add_attempt",
     "add_run_event_with_deliveries",
     "copy_delivery",
@@ -37,6 +43,72 @@ __all__ = [
     "list_subscriptions",
     "next_due_time",
 ]
+
+# Standing subscriptions are read on every webhook-relevant event: they are kept in memory,
+# re-read after every change made through this process and at least this often (a change
+# made by another process on the same database is seen within this time).
+SUBSCRIPTIONS_TTL_SECONDS = 2.0
+_EVENT_TABLE: Table = RunEvent.__table__  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENT_TABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A run event as committed (its id is the SSE id); what the broker publishes."""
+
+    id: int
+    run_id: str
+    workflow_id: str
+    event_type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    id: str
+    url: str
+    event_types: list[str] | None
+    workflow_id: str | None
+
+
+class _SubscriptionCache:
+    """Every standing subscription of one database, oldest first, read at most every TTL."""
+
+    def __init__(self) -> None:
+        self._rows: list[_Subscription] | None = None
+        self._read_at = 0.0
+        self._lock = threading.Lock()  # sync routes run in worker threads
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._rows = None
+
+    def matching(self, session: Session, workflow_id: str, name: str) -> list[_Subscription]:
+        """The subscriptions that want event ``name`` of a run of ``workflow_id``."""
+        with self._lock:
+            rows = self._rows
+            if rows is None or time.monotonic() - self._read_at > SUBSCRIPTIONS_TTL_SECONDS:
+                rows = self._rows = [
+                    _Subscription(r.id, r.url, r.event_types, r.workflow_id)
+                    for r in list_subscriptions(session=session)
+                ]
+                self._read_at = time.monotonic()
+        return [
+            r for r in rows if r.workflow_id in (None, workflow_id) and wants(name, r.event_types)
+        ]
+
+
+_CACHES: weakref.WeakKeyDictionary[Engine, _SubscriptionCache] = weakref.WeakKeyDictionary()
+
+
+def _subscriptions(session: Session) -> _SubscriptionCache:
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    cache = _CACHES.get(engine)
+    if cache is None:
+        cache = _CACHES[engine] = _SubscriptionCache()
+    return cache
 
 
 # -- subscriptions --------------------------------------------------------------------------
@@ -57,6 +129,7 @@ def create_subscription(
     session.add(row)
     session.commit()
     session.refresh(row)
+    _subscriptions(session).invalidate()
     return row
 
 
@@ -103,6 +176,7 @@ def delete_subscription(*, session: Session, subscription: WebhookSubscription) 
         stopped += 1
     session.delete(subscription)
     session.commit()
+    _subscriptions(session).invalidate()
     return stopped
 
 
@@ -118,7 +192,7 @@ def _targets(session: Session, run: Run, name: str) -> list[tuple[str, str | Non
     targets: list[tuple[str, str | None]] = []
     if run.webhook_url and wants(name, run.webhook_events):
         targets.append((run.webhook_url, None))
-    for sub in list_subscriptions(session=session, workflow_id=run.workflow_id, event_type=name):
+    for sub in _subscriptions(session).matching(session, run.workflow_id, name):
         targets.append((sub.url, sub.id))
     return targets
 
@@ -132,22 +206,26 @@ def add_run_event_with_deliveries(
     data: dict[str, Any],
     run: Run | None = None,
     commit: bool = True,
-) -> RunEvent:
+) -> StoredEvent:
     """Store one run event and, in the same transaction, the deliveries it causes.
 
     ``run``, when the caller holds it already, saves reading the row again; with
     ``commit=False`` the caller commits (and so may put more in the same transaction).
+    The event goes in with one Core INSERT (no ORM unit of work: this runs for every
+    event of every run, on the event loop).
     """
-    row = RunEvent(run_id=run_id, workflow_id=workflow_id, event_type=event_type, data=data)
-    session.add(row)
+    created_at = utcnow()
+    values: dict[str, Any] = {"run_id": run_id, "workflow_id": workflow_id}
+    values |= {"event_type": event_type, "data": data, "created_at": created_at}
+    key = session.connection().execute(_INSERT_EVENT, values).inserted_primary_key
+    assert key is not None
+    row = StoredEvent(id=int(key[0]), **values)
     name = event_name_for(event_type)
     if name is not None and run is None:
         run = session.get(Run, run_id)
     if name is not None and run is not None:
         targets = _targets(session, run, name)
         if targets:
-            session.flush()  # the event's id goes into the payload
-            assert row.id is not None
             payload = build_payload(
                 event_type=event_type,
                 event_id=row.id,
@@ -158,14 +236,14 @@ def add_run_event_with_deliveries(
             for url, subscription_id in targets:
                 session.add(_delivery(row, run_id, url, subscription_id, event_type, payload))
     if commit:
-        session.commit()  # every column is set in Python and the id by the insert: no re-read
+        session.commit()
     else:
         session.flush()
     return row
 
 
 def _delivery(
-    event: RunEvent,
+    event: StoredEvent,
     run_id: str,
     url: str,
     subscription_id: str | None,

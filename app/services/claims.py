@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Table, bindparam, delete, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app import crud_webhooks
-from app.models import Run, RunEvent, RunStatus, utcnow
+from app.crud_webhooks import StoredEvent
+from app.models import Run, RunStatus, utcnow
 
 __all__ = [
     "PUBLIC_STATUSES",
@@ -43,7 +44,20 @@ __all__ = [
 
 SUBMITTING = "submitting"
 PUBLIC_STATUSES = [s.value for s in RunStatus]
-_TERMINAL = [s.value for s in RunStatus if s.terminal]
+_UNFINISHED = [SUBMITTING, *(s.value for s in RunStatus if not s.terminal)]
+
+# The submission path's statements, built once (Core, not the ORM's unit of work: each POST
+# runs two of them). The count walks the status index over unfinished rows only, so it does
+# not grow with the history.
+_RUNS: Table = Run.__table__  # type: ignore[attr-defined]
+_COUNT_UNFINISHED = select(func.count()).select_from(_RUNS).where(_RUNS.c.status.in_(_UNFINISHED))
+_INSERT_RUN = insert(_RUNS)
+_MARK_QUEUED = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == SUBMITTING)
+    .values(status=RunStatus.queued.value, item_id=bindparam("new_item_id"))
+)
+_MARK_QUEUED_WITH_INPUTS = _MARK_QUEUED.values(inputs=bindparam("new_inputs"))
 
 
 def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
@@ -65,27 +79,29 @@ def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
 
     The count and the insert share one short transaction (one connection, one commit).
     """
-    with Session(engine, expire_on_commit=False) as session:
-        if cap is not None and _unfinished(session) >= cap:
+    values = {column.name: getattr(run, column.name) for column in _RUNS.columns}
+    with engine.connect() as connection:
+        if cap is not None and connection.execute(_COUNT_UNFINISHED).scalar_one() >= cap:
             return Claim.FULL
-        session.add(run)
         try:
-            session.commit()
+            connection.execute(_INSERT_RUN, values)
+            connection.commit()
         except IntegrityError:
-            session.rollback()
+            connection.rollback()
             return Claim.KEY_HELD
     return Claim.CLAIMED
 
 
-def _queue_statement(run_id: str, values: dict[str, Any]) -> Any:
-    return update(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING).values(**values)
-
-
-def _queued_values(item_id: int, inputs: dict[str, Any] | None) -> dict[str, Any]:
-    values: dict[str, Any] = {"item_id": item_id, "status": RunStatus.queued.value}
+def _mark_queued(
+    session: Session, run_id: str, item_id: int, inputs: dict[str, Any] | None
+) -> bool:
+    """The UPDATE that moves a ``submitting`` row to ``queued``; False when it was not one."""
+    params: dict[str, Any] = {"run_id": run_id, "new_item_id": item_id}
+    statement = _MARK_QUEUED
     if inputs is not None:
-        values["inputs"] = inputs
-    return values
+        statement, params["new_inputs"] = _MARK_QUEUED_WITH_INPUTS, inputs
+    result = session.connection().execute(statement, params)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def mark_queued(
@@ -93,11 +109,9 @@ def mark_queued(
 ) -> Run | None:
     """Move a ``submitting`` row to ``queued``; None when it was no longer ``submitting``."""
     with Session(engine, expire_on_commit=False) as session:
-        result = session.execute(_queue_statement(run_id, _queued_values(item_id, inputs)))
+        moved = _mark_queued(session, run_id, item_id, inputs)
         session.commit()
-        if not getattr(result, "rowcount", 0):
-            return None
-        return session.get(Run, run_id)
+        return session.get(Run, run_id) if moved else None
 
 
 def mark_queued_with_event(
@@ -106,20 +120,19 @@ def mark_queued_with_event(
     item_id: int,
     inputs: dict[str, Any] | None,
     event_data: dict[str, Any],
-) -> RunEvent | None:
+) -> StoredEvent | None:
     """Move the claimed ``run`` to ``queued`` and store its ``run.queued`` event (and the
     webhook deliveries it causes) in ONE transaction; None when it was no longer ``submitting``.
 
     ``run`` is the claim as inserted by this process; it is updated in place to match the row.
     """
-    values = _queued_values(item_id, inputs)
     with Session(engine, expire_on_commit=False) as session:
-        result = session.execute(_queue_statement(run.id, values))
-        if not getattr(result, "rowcount", 0):
+        if not _mark_queued(session, run.id, item_id, inputs):
             session.rollback()
             return None
-        for name, value in values.items():
-            setattr(run, name, value)
+        run.status, run.item_id = RunStatus.queued.value, item_id
+        if inputs is not None:
+            run.inputs = inputs
         row = crud_webhooks.add_run_event_with_deliveries(
             session=session,
             run_id=run.id,
@@ -153,8 +166,7 @@ def count_unfinished(engine: Engine) -> int:
 
 
 def _unfinished(session: Session) -> int:
-    query = select(func.count()).select_from(Run).where(col(Run.status).not_in(_TERMINAL))
-    return int(session.exec(query).one())
+    return int(session.connection().execute(_COUNT_UNFINISHED).scalar_one())
 
 
 def list_submitting(engine: Engine) -> Sequence[Run]:

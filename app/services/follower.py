@@ -25,8 +25,9 @@ from sqlmodel import Session
 
 from app import crud, crud_webhooks
 from app.core.config import Settings
+from app.crud_webhooks import StoredEvent
 from app.events import EventBroker
-from app.models import Run, RunEvent, RunStatus, utcnow
+from app.models import Run, RunStatus, utcnow
 from app.services.follow import error_from_item, node_event, run_status_for
 from app.services.outputs import compute_outputs
 from app.services.tracking import Tracked as _Tracked
@@ -97,7 +98,9 @@ class RunFollower:
         """Wait (briefly) until the event stream is followed, unless it is known to be down."""
         # A run enqueued before the watcher listens would lose its node events (its end is
         # still found by re-reading the queue item). Waiting is bounded: never block a run.
-        if self._attempted.is_set() and not self._connected.is_set():
+        if self._connected.is_set():
+            return
+        if self._attempted.is_set():
             return  # the stream is down; the poller will find how the run ends
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
@@ -116,7 +119,11 @@ class RunFollower:
         for item_id, event_type, payload in self._early:
             if item_id == tracked.item_id:
                 tracked.inbox.put_nowait(("event", event_type, payload))
-        tracked.inbox.put_nowait(("check",))
+        if not self.events_connected:
+            # Nothing tells how this run goes but its queue item (the poller re-reads it too).
+            # While the event stream is followed, every event of the item reaches us (early
+            # ones were kept above), so a read now would only cost InvokeAI a request per run.
+            tracked.inbox.put_nowait(("check",))
 
     async def recheck(self, run_id: str, timeout: float) -> None:
         """Re-read a followed run's queue item; return once it ended or ``timeout`` passed."""
@@ -184,7 +191,7 @@ class RunFollower:
             )
         await self.publish_row(row)
 
-    async def publish_row(self, row: RunEvent) -> None:
+    async def publish_row(self, row: StoredEvent) -> None:
         """Publish an event already stored (its row committed)."""
         event: dict[str, Any] = {"id": row.id, "run_id": row.run_id, "workflow_id": row.workflow_id}
         event |= {"event": row.event_type, "data": row.data, "created_at": row.created_at}
@@ -193,8 +200,7 @@ class RunFollower:
     def _set(self, tracked: _Tracked, **changes: Any) -> None:
         if "status" in changes:
             tracked.status = changes["status"]
-        with Session(self.engine, expire_on_commit=False) as session:
-            crud.update_run(session=session, run_id=tracked.run_id, **changes)
+        crud.set_run_columns(self.engine, tracked.run_id, **changes)
 
     async def _watch_forever(self) -> None:
         delay = self.settings.reconcile_interval_seconds
