@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from app import crud
 from app.core.config import Settings
@@ -87,6 +88,13 @@ def valid_run(run_id: str, session: SessionDep) -> Run:
     return run
 
 
+_WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
+# Built once: this read is on the path of every run submission.
+_HEAD = select(_WORKFLOWS.c.version, _WORKFLOWS.c.deleted_at).where(
+    _WORKFLOWS.c.id == bindparam("workflow_id")
+)
+
+
 class WorkflowCache:
     """Workflows by (id, version): a version's content never changes, so an entry never goes
     stale; which version is current (and whether the workflow was deleted) is read each time.
@@ -98,9 +106,7 @@ class WorkflowCache:
 
     def load(self, session: Session, workflow_id: str) -> Workflow | None:
         """The current, not deleted workflow, reading its (large) definition only once."""
-        head = session.exec(
-            select(Workflow.version, Workflow.deleted_at).where(Workflow.id == workflow_id)
-        ).first()
+        head = session.connection().execute(_HEAD, {"workflow_id": workflow_id}).first()
         if head is None or head[1] is not None:
             return None
         key = (workflow_id, int(head[0]))

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 FAILED_GRACE_SECONDS = 1.0
 EARLY_EVENTS_KEPT = 512
 CONNECT_WAIT_SECONDS = 5.0
+# How often followed runs are re-read from the queue while InvokeAI's events are followed.
+HEALTHY_RECHECK_SECONDS = 60.0
 
 
 class RunFollower:
@@ -225,10 +227,17 @@ class RunFollower:
             await asyncio.sleep(delay)
 
     async def _poll_forever(self) -> None:
-        # A safety net for events lost while the stream was down or lagging.
+        # A safety net for events lost while the stream was down. While it is up, every
+        # event reaches the watcher (a reconnect or an overflow re-checks everything at once),
+        # so the bulk read runs only every HEALTHY_RECHECK_SECONDS: with hundreds of runs
+        # waiting in InvokeAI's queue, reading them all every few seconds costs both sides.
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            if self._by_item:
+            due = not self.events_connected or loop.time() - last >= HEALTHY_RECHECK_SECONDS
+            if self._by_item and due:
+                last = loop.time()
                 await self._recheck_all()
 
     async def _recheck_all(self) -> None:
