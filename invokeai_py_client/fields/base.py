@@ -85,16 +85,36 @@ class IvkField(BaseModel, Generic[T]):
         return v
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "value" and value is not None:
-            value = self.validate_value(value)
+        if name == "value":
+            self._store_value(None if value is None else self.validate_value(value))
+            return
         super().__setattr__(name, value)
+
+    def _store_value(self, checked: Any) -> None:
+        # What pydantic's assignment would do for ``value`` (its validator is a pass-through,
+        # and no model validator exists), at a tenth of the cost: a workflow handle sets one
+        # value per input each time it is made.
+        self.__dict__["value"] = checked
+        self.__pydantic_fields_set__.add("value")
+
+    def _set_private(self, **values: Any) -> None:
+        # Private attributes, without pydantic's per-attribute ``__setattr__`` dispatch.
+        private = self.__pydantic_private__
+        assert private is not None
+        private.update(values)
 
     @classmethod
     def from_spec(cls, spec: FieldSpec) -> IvkField[T]:
         """A field (without a value) carrying the spec's metadata and constraints."""
-        field = cls(**spec_metadata(spec))
-        field._spec = spec
-        return field
+        # Building and validating the model takes ten times as long as copying one: keep one
+        # validated field per spec and class (on the spec, which is immutable), hand out copies.
+        templates = spec.field_templates
+        template = templates.get(cls)
+        if template is None:
+            template = cls(**spec_metadata(spec))
+            template._spec = spec
+            templates[cls] = template
+        return cast("IvkField[T]", template.model_copy())
 
     @property
     def spec(self) -> FieldSpec | None:
@@ -108,10 +128,7 @@ class IvkField(BaseModel, Generic[T]):
 
     def bind(self, *, index: int, label: str, node_id: str, field_name: str) -> None:
         """Record where this field sits, so errors can name the form entry."""
-        self._index = index
-        self._label = label
-        self._node_id = node_id
-        self._field_name = field_name
+        self._set_private(_index=index, _label=label, _node_id=node_id, _field_name=field_name)
 
     def is_set(self) -> bool:
         """Whether a value has been given (None means "leave it to the server's default")."""

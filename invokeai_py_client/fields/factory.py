@@ -116,7 +116,7 @@ def make_field(
     else:
         kind, item_kind = guess_kind(file_value, field_name)
         field = field_class_for(kind)(kind=kind, item_kind=item_kind, name=field_name or "")
-    field._file_value = file_value
+    field._set_private(_file_value=file_value)
     if file_value is not None:
         with contextlib.suppress(InputValidationError):
             field.value = file_value

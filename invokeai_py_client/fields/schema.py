@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .._http import HttpCore
+    from .base import IvkField
 
 __all__ = [
     "SLIM_FORMAT",
@@ -75,6 +76,15 @@ class FieldSpec:
     accepts_list: bool = False
     model_base: tuple[str, ...] | None = None
     model_type: tuple[str, ...] | None = None
+
+    @functools.cached_property
+    def field_templates(self) -> dict[type[IvkField[Any]], IvkField[Any]]:
+        """One field per field class made from this spec, which ``IvkField.from_spec`` copies.
+
+        Kept outside the dataclass fields: it takes no part in equality, hashing or
+        ``to_dict``.
+        """
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, without members that hold their default (keeps the cache small)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..exceptions import WorkflowValidationError
 from .batch import batch_data, is_batch_special
-from .definition import WorkflowDefinition, describe_node, is_invocation_node
+from .definition import WorkflowDefinition, describe_node, is_invocation_node, is_mapping
 from .inputs import edge_fed_fields
 from .values import FieldValues, editor_value_to_api
 
@@ -229,8 +229,8 @@ def _graph_node(
         if isinstance(data.get(flag), bool):
             graph_node[key] = data[flag]
     inputs = data.get("inputs")
-    for field_name, field in (inputs if isinstance(inputs, Mapping) else {}).items():
-        if (node_id, field_name) in fed or not isinstance(field, Mapping):
+    for field_name, field in (inputs if is_mapping(inputs) else {}).items():
+        if (node_id, field_name) in fed or not is_mapping(field):
             continue
         send, value = editor_value_to_api(field_name, field.get("value"))
         if send:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .definition import WorkflowDefinition, field_identifier, form_field_elements
+from .definition import WorkflowDefinition, field_identifier, form_field_elements, is_mapping
 
 __all__ = ["InputSlot", "discover_inputs", "edge_fed_fields"]
 
@@ -104,11 +104,11 @@ def _make_slot(
     node_id, field_name = ident
     node = nodes.get(node_id)
     data = node.get("data") if node is not None and node.get("type") == "invocation" else None
-    if not isinstance(data, Mapping):
+    if not is_mapping(data):
         return None
     inputs = data.get("inputs")
-    field = inputs.get(field_name) if isinstance(inputs, Mapping) else None
-    if not isinstance(field, Mapping):
+    field = inputs.get(field_name) if is_mapping(inputs) else None
+    if not is_mapping(field):
         return None
     return InputSlot(
         index=index,

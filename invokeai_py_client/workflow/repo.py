@@ -28,13 +28,24 @@ def _as_definition(
     return WorkflowDefinition.from_dict(definition)
 
 
-def _node_types(definition: WorkflowDefinition) -> set[str]:
+def _node_types(definition: WorkflowDefinition) -> frozenset[str]:
     types = set()
     for node in definition.nodes:
         data = node.get("data") if node.get("type") == "invocation" else None
         if isinstance(data, dict) and isinstance(data.get("type"), str):
             types.add(data["type"])
-    return types
+    return frozenset(types)
+
+
+def _checked(
+    definition: WorkflowDefinition | Mapping[str, Any] | str | Path,
+) -> tuple[WorkflowDefinition, frozenset[str]]:
+    """The definition, refused when broken, and the node types it needs schemas for."""
+    defn = _as_definition(definition)
+    problems = defn.validate_workflow()
+    if problems:
+        raise WorkflowValidationError(problems)
+    return defn, _node_types(defn)
 
 
 class WorkflowRepository:
@@ -56,8 +67,9 @@ class WorkflowRepository:
                 unless a fresh download already showed the server does not have it.
         """
         needed = frozenset(require)
-        if self._schemas is not None and needed - self._absent <= self._schemas.node_types:
-            return self._schemas
+        cached = self._cached(needed)
+        if cached is not None:
+            return cached
         from ..fields.schema import load_invocation_schemas
 
         try:
@@ -73,6 +85,13 @@ class WorkflowRepository:
         return schemas
 
     get_schemas = sync_twin(aget_schemas)
+
+    def _cached(self, needed: frozenset[str]) -> InvocationSchemas | None:
+        """The schemas in memory if they have every needed type not known to be absent."""
+        schemas = self._schemas
+        if schemas is not None and needed - self._absent <= schemas.node_types:
+            return schemas
+        return None
 
     async def acreate_workflow(
         self, definition: WorkflowDefinition | Mapping[str, Any] | str | Path
@@ -93,11 +112,24 @@ class WorkflowRepository:
             >>> wf.list_inputs()[0].label
             'Width'
         """
-        defn = _as_definition(definition)
-        problems = defn.validate_workflow()
-        if problems:
-            raise WorkflowValidationError(problems)
-        schemas = await self.aget_schemas(_node_types(defn))
-        return WorkflowHandle(self._client, defn, schemas)
+        defn, needed = _checked(definition)
+        return await self._ahandle(defn, needed)
 
-    create_workflow = sync_twin(acreate_workflow)
+    def create_workflow(
+        self, definition: WorkflowDefinition | Mapping[str, Any] | str | Path
+    ) -> WorkflowHandle:
+        """Blocking form of ``acreate_workflow``: the same arguments, result and errors.
+
+        Example:
+            >>> wf = client.workflow_repo.create_workflow(WorkflowDefinition.from_file(p))
+        """
+        defn, needed = _checked(definition)
+        cached = self._cached(needed)
+        if cached is not None:
+            # The schemas are in memory, so there is nothing to wait for: build the handle on
+            # the caller's thread (handing it to the portal's loop cost more than the work).
+            return WorkflowHandle(self._client, defn, cached)
+        return self._portal.call(self._ahandle(defn, needed))
+
+    async def _ahandle(self, defn: WorkflowDefinition, needed: frozenset[str]) -> WorkflowHandle:
+        return WorkflowHandle(self._client, defn, await self.aget_schemas(needed))
