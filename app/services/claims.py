@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, update
+from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -50,7 +50,12 @@ _UNFINISHED = [SUBMITTING, *(s.value for s in RunStatus if not s.terminal)]
 # runs two of them). The count walks the status index over unfinished rows only, so it does
 # not grow with the history.
 _RUNS: Table = Run.__table__  # type: ignore[attr-defined]
-_COUNT_UNFINISHED = select(func.count()).select_from(_RUNS).where(_RUNS.c.status.in_(_UNFINISHED))
+_COUNT_UNFINISHED = (
+    select(func.count())
+    .select_from(_RUNS)
+    # Literal values: an IN of bound parameters is re-rendered on every execution.
+    .where(_RUNS.c.status.in_([literal_column(f"'{status}'") for status in _UNFINISHED]))
+)
 _INSERT_RUN = insert(_RUNS)
 _MARK_QUEUED = (
     update(_RUNS)

@@ -140,7 +140,8 @@ class RunService(RunFollower):
         done = self._inflight[run.id] = asyncio.Event()
         try:
             try:
-                handle = await load_handle(self.client, sub.workflow.definition)
+                version_key = (sub.workflow.id, sub.workflow.version)
+                handle = await load_handle(self.client, sub.workflow.definition, version_key)
                 recorded = await apply_inputs(self.client, handle, sub.inputs)
                 await self.await_events()
                 enqueued = await enqueue_run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,9 +86,32 @@ def _definition(data: dict[str, Any]) -> WorkflowDefinition:
     return definition
 
 
-async def load_handle(client: InvokeAIClient, data: dict[str, Any]) -> Any:
-    """A ``WorkflowHandle`` for a stored definition."""
-    definition = _definition(data)
+# Parsed definitions of stored workflow versions, by (workflow id, version): a version's
+# content never changes, and parsing a large file on every run submission is wasted work.
+_PARSED: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
+PARSED_CACHE_SIZE = 256
+
+
+def _parsed(data: dict[str, Any], version_key: tuple[str, int] | None) -> WorkflowDefinition:
+    if version_key is None:
+        return _definition(data)
+    found = _PARSED.get(version_key)
+    if found is None:
+        found = _PARSED[version_key] = _definition(data)
+        if len(_PARSED) > PARSED_CACHE_SIZE:
+            _PARSED.popitem(last=False)
+    return found
+
+
+async def load_handle(
+    client: InvokeAIClient, data: dict[str, Any], version_key: tuple[str, int] | None = None
+) -> Any:
+    """A fresh ``WorkflowHandle`` for a stored definition.
+
+    ``version_key`` (workflow id, version) names a stored version, whose parsed definition
+    is then kept for the next runs; the handle (it holds the run's values) is always new.
+    """
+    definition = _parsed(data, version_key)
     try:
         return await client.workflow_repo.acreate_workflow(definition)
     except WorkflowValidationError as exc:
