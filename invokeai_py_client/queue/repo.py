@@ -7,7 +7,6 @@ Routes are those of ``invokeai/app/api/routers/session_queue.py`` (InvokeAI 6.14
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,12 +39,16 @@ ENQUEUE_LOOKUP_DELAYS = (0.0, 0.5, 1.5)
 
 
 def ensure_batch_id(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """A copy of an ``enqueue_batch`` body whose batch carries an id minted here (uuid4)."""
-    new_body = copy.deepcopy(dict(body))
-    batch = new_body.setdefault("batch", {})
+    """The ``enqueue_batch`` body with a batch id (the body's own, or a uuid4 minted here).
+
+    Only the two top levels are copied (the caller's body is never changed): the graph and
+    workflow below are sent as they are, and a deep copy of them cost more than the rest of
+    the submission.
+    """
+    batch = dict(body.get("batch") or {})
     batch_id = batch.get("batch_id") or str(uuid.uuid4())
     batch["batch_id"] = batch_id
-    return new_body, batch_id
+    return {**body, "batch": batch}, batch_id
 
 
 def requested_count(body: Mapping[str, Any]) -> int | None:
