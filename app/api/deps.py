@@ -104,15 +104,17 @@ class WorkflowCache:
         self.size = size
         self._rows: dict[tuple[str, int], Workflow] = {}
 
-    def load(self, session: Session, workflow_id: str) -> Workflow | None:
+    def load(self, engine: Engine, workflow_id: str) -> Workflow | None:
         """The current, not deleted workflow, reading its (large) definition only once."""
-        head = session.connection().execute(_HEAD, {"workflow_id": workflow_id}).first()
+        with engine.connect() as connection:
+            head = connection.execute(_HEAD, {"workflow_id": workflow_id}).first()
         if head is None or head[1] is not None:
             return None
         key = (workflow_id, int(head[0]))
         workflow = self._rows.get(key)
         if workflow is None:
-            workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
+            with Session(engine, expire_on_commit=False) as session:
+                workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
             if workflow is None or workflow.version != key[1]:
                 return workflow  # changed meanwhile: use it, do not keep it
             if len(self._rows) >= self.size:
@@ -124,7 +126,7 @@ class WorkflowCache:
 async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
     """The workflow named in the path, or 404, read on the event loop.
 
-    Two small reads on SQLite take less time than the hops to a worker thread that sync
+    One small read on SQLite takes less time than the hops to a worker thread that sync
     dependencies cost (the session and the loader), and the definition comes from memory:
     this is on the path of every ``POST /workflows/{id}/runs``.
     """
@@ -132,8 +134,7 @@ async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
     cache: WorkflowCache | None = getattr(state, "workflow_cache", None)
     if cache is None:
         cache = state.workflow_cache = WorkflowCache()
-    with Session(state.engine, expire_on_commit=False) as session:
-        workflow = cache.load(session, workflow_id)
+    workflow = cache.load(state.engine, workflow_id)
     if workflow is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return workflow

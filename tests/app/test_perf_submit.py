@@ -80,10 +80,10 @@ def test_queued_status_event_and_deliveries_are_written_together(tmp_path: Path)
 def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> None:
     engine = database(tmp_path)
     cache = WorkflowCache(size=1)
+    first = cache.load(engine, "wf")
+    assert first is not None and cache.load(engine, "wf") is first
+    assert cache.load(engine, "nope") is None
     with Session(engine, expire_on_commit=False) as session:
-        first = cache.load(session, "wf")
-        assert first is not None and cache.load(session, "wf") is first
-        assert cache.load(session, "nope") is None
         workflow = crud.get_workflow(session=session, workflow_id="wf")
         assert workflow is not None
         crud.add_workflow_version(
@@ -95,12 +95,11 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
             inputs=[],
             fingerprint="",
         )
+    second = cache.load(engine, "wf")
+    assert second is not None and second.version == 2
+    assert second.definition == {"nodes": [], "v": 2}
     with Session(engine, expire_on_commit=False) as session:
-        second = cache.load(session, "wf")
-        assert second is not None and second.version == 2
-        assert second.definition == {"nodes": [], "v": 2}
         current = crud.get_workflow(session=session, workflow_id="wf")
         assert current is not None
         crud.delete_workflow(session=session, workflow=current)
-    with Session(engine, expire_on_commit=False) as session:
-        assert cache.load(session, "wf") is None
+    assert cache.load(engine, "wf") is None
