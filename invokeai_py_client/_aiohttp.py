@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "aiohttp_errors_as_httpx", "exact_chunks"]
+__all__ = ["AiohttpTransport", "aiohttp_errors_as_httpx", "arrived_chunks", "exact_chunks"]
 
 
 class _AiohttpBody(httpx.AsyncByteStream):
@@ -127,4 +127,20 @@ async def exact_chunks(response: aiohttp.ClientResponse, size: int) -> AsyncIter
             except asyncio.IncompleteReadError as end:
                 if end.partial:
                     yield end.partial
+                return
+
+
+async def arrived_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A body in the pieces the socket delivered (at most one socket read each), never joined.
+
+    What a relay wants: each piece can be passed on the moment it arrives, and no byte is
+    copied on the way (``readexactly`` joins its blocks, ``readany`` joins what is buffered).
+    """
+    content = response.content
+    with aiohttp_errors_as_httpx():
+        while True:
+            chunk, end_of_http_chunk = await content.readchunk()
+            if chunk:
+                yield chunk
+            elif not end_of_http_chunk:  # (b"", True) only marks a chunked-encoding boundary
                 return

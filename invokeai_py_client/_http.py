@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
-from ._aiohttp import AiohttpTransport, aiohttp_errors_as_httpx, exact_chunks
+from ._aiohttp import AiohttpTransport, aiohttp_errors_as_httpx, arrived_chunks, exact_chunks
 from ._retry import backoff, is_idempotent, parse_retry_after, should_retry_status
 from ._types import NOT_GIVEN, NotGiven
 from .exceptions import (
@@ -43,6 +43,9 @@ from .exceptions import (
 __all__ = ["AiohttpTransport", "HttpCore", "is_loopback_url", "map_transport_errors"]
 
 REFRESHED_TOKEN_HEADER = "x-refreshed-token"
+# How much of a streamed body aiohttp buffers before it stops reading the socket (it resumes
+# below half of it): the bound on a download's memory when the reader is slower than InvokeAI.
+STREAM_BUFFER_BYTES = 1 << 20
 _R = TypeVar("_R")
 
 
@@ -79,9 +82,12 @@ def _failed(response: object) -> TypeGuard[httpx.Response]:
     return isinstance(response, httpx.Response) and not response.is_success
 
 
-async def _chunks(response: aiohttp.ClientResponse, url: str, size: int) -> AsyncIterator[bytes]:
+async def _chunks(
+    response: aiohttp.ClientResponse, url: str, size: int | None
+) -> AsyncIterator[bytes]:
+    chunks = arrived_chunks(response) if size is None else exact_chunks(response, size)
     with map_transport_errors(url):
-        async for chunk in exact_chunks(response, size):
+        async for chunk in chunks:
             yield chunk
 
 
@@ -261,15 +267,22 @@ class HttpCore:
 
     @contextlib.asynccontextmanager
     async def stream_bytes(
-        self, path: str, *, chunk_size: int = 1 << 20, params: Mapping[str, str] | None = None
+        self,
+        path: str,
+        *,
+        chunk_size: int | None = 1 << 20,
+        params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[int, httpx.Headers, AsyncIterator[bytes]]]:
         """GET a large body (an image) straight from aiohttp, without httpx's stream layer.
 
-        Yields ``(status, headers, chunks)``; the chunks are ``chunk_size`` bytes each (the
-        last one shorter). Login, re-login on 401, retries before the first byte and errors
-        are those of ``request``. The connection goes back to the pool when the body was read
-        to its end, and is closed when the block is left early. Without an aiohttp transport
-        (a proxy from the environment, a test transport) this falls back to ``stream``.
+        Yields ``(status, headers, chunks)``. The chunks are ``chunk_size`` bytes each (the
+        last one shorter), or with ``chunk_size=None`` the pieces as the socket delivered them
+        (no byte copied or held back: what a relay wants). Either way at most about
+        ``STREAM_BUFFER_BYTES`` (or ``chunk_size``) more is buffered. Login, re-login on 401,
+        retries before the first byte and errors are those of ``request``. The connection goes
+        back to the pool when the body was read to its end, and is closed when the block is
+        left early. Without an aiohttp transport (a proxy from the environment, a test
+        transport) this falls back to ``stream``.
         """
         url = self.api_url(path)
         transport = self._client()._transport_for_url(httpx.URL(url))
@@ -278,8 +291,9 @@ class HttpCore:
                 yield resp.status_code, resp.headers, resp.aiter_bytes(chunk_size)
             return
         session = transport.open_session()
+        buffer = max(chunk_size or 0, STREAM_BUFFER_BYTES)
         response = await self._attempts(
-            "GET", path, None, lambda: self._send_raw(session, url, params, chunk_size)
+            "GET", path, None, lambda: self._send_raw(session, url, params, buffer)
         )
         if not isinstance(response, aiohttp.ClientResponse):  # pragma: no cover
             raise AssertionError("a raw send succeeds only with an aiohttp response")
@@ -294,7 +308,7 @@ class HttpCore:
         session: aiohttp.ClientSession,
         url: str,
         params: Mapping[str, str] | None,
-        chunk_size: int,
+        buffer_size: int,
     ) -> aiohttp.ClientResponse | httpx.Response:
         """One GET through aiohttp: the open response on 2xx, else the failure, body read."""
         # Identity: the bytes relayed are the body itself (images are compressed already).
@@ -310,7 +324,7 @@ class HttpCore:
                 headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
-                read_bufsize=chunk_size,
+                read_bufsize=buffer_size,
             )
             refreshed = response.headers.get(REFRESHED_TOKEN_HEADER)
             if refreshed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
@@ -66,6 +67,51 @@ async def test_upload_then_download_round_trip(http: httpx.AsyncClient, invokeai
     assert through_gateway.content == direct.content
     assert int(through_gateway.headers["content-length"]) == len(direct.content)
     assert pixels(through_gateway.content) == pixels(data)
+
+
+@pytest.fixture(scope="module")
+async def large_image(invokeai_url: str) -> str:
+    """A 3 MB image, put on InvokeAI directly (it is above this gateway's upload limit)."""
+    async with httpx.AsyncClient(timeout=60) as direct_http:
+        uploaded = await direct_http.post(
+            f"{invokeai_url}/api/v1/images/upload",
+            params={"image_category": "user", "is_intermediate": "false"},
+            files={"file": ("large.png", png_bytes(1000), "image/png")},
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    name: str = uploaded.json()["image_name"]
+    return name
+
+
+async def test_a_large_image_is_relayed_with_its_length(
+    http: httpx.AsyncClient, invokeai_url: str, large_image: str
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as direct_http:
+        direct = await direct_http.get(f"{invokeai_url}/api/v1/images/i/{large_image}/full")
+    async with http.stream("GET", f"/images/{large_image}") as relayed:
+        assert relayed.status_code == 200
+        assert relayed.headers["content-length"] == str(len(direct.content))
+        assert "transfer-encoding" not in relayed.headers  # a plain body, not a chunked one
+        pieces = [piece async for piece in relayed.aiter_raw()]
+    assert len(direct.content) > 2_000_000
+    assert b"".join(pieces) == direct.content
+
+
+async def test_a_caller_leaving_mid_download_leaves_the_gateway_serving(
+    gw: Served, http: httpx.AsyncClient, large_image: str
+) -> None:
+    host, port = gw.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /images/{large_image} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await reader.readexactly(100_000)
+        writer.close()  # gone, 3 MB short of the end
+        await writer.wait_closed()
+    whole = await http.get(f"/images/{large_image}")
+    assert whole.status_code == 200
+    assert len(whole.content) == int(whole.headers["content-length"]) > 2_000_000
 
 
 async def test_thumbnail(http: httpx.AsyncClient) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from invokeai_py_client._http import HttpCore, is_loopback_url
+from invokeai_py_client._http import STREAM_BUFFER_BYTES, HttpCore, is_loopback_url
 from invokeai_py_client.exceptions import APIConnectionError, APITimeoutError, NotFoundError
 
 
@@ -181,6 +181,50 @@ async def test_stream_bytes_yields_the_body_in_whole_chunks(base_url: str) -> No
     assert [len(c) for c in received] == [1 << 20] * 5 + [4]
     assert echoed["headers"]["authorization"] == "Bearer secret-token"
     assert echoed["headers"]["accept-encoding"] == "identity"
+
+
+async def test_stream_bytes_as_they_arrive(base_url: str) -> None:
+    http = _core(base_url)
+    async with http.stream_bytes("/big", chunk_size=None) as (status, headers, chunks):
+        pieces = [chunk async for chunk in chunks]
+    # A chunked body marks its chunk ends with empty reads: they are not its end.
+    async with http.stream_bytes("/chunked", chunk_size=None) as (_, chunked_headers, chunks):
+        chunked = [chunk async for chunk in chunks]
+    await http.aclose_current()
+    assert status == 200 and int(headers["content-length"]) == len(BIG_BODY)
+    assert b"".join(pieces) == BIG_BODY
+    assert len(pieces) > 1 and all(0 < len(p) <= STREAM_BUFFER_BYTES for p in pieces)
+    assert chunked_headers["transfer-encoding"] == "chunked"
+    assert b"".join(chunked) == b"".join(bytes([i]) * 10_000 for i in range(20))
+    assert all(chunked)
+
+
+async def test_stream_bytes_as_they_arrive_across_late_chunk_ends() -> None:
+    # Each chunk's closing CRLF arrives after its data: the reader sees the chunk's end
+    # only after reading the data, as an empty read that must not end the body.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for word in (b"hello", b"world"):
+            writer.write(b"5\r\n" + word)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"\r\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = _core(f"http://127.0.0.1:{port}")
+    try:
+        async with http.stream_bytes("/late", chunk_size=None) as (_, _, chunks):
+            body = b"".join([chunk async for chunk in chunks])
+    finally:
+        await http.aclose_current()
+        server.close()
+        await server.wait_closed()
+    assert body == b"helloworld"
 
 
 async def test_stream_bytes_left_early_then_reused(base_url: str) -> None:

@@ -1,21 +1,23 @@
 """Images: upload into InvokeAI, and stream full images or thumbnails back out.
 
-Downloads are relayed chunk by chunk from InvokeAI's response (never held whole in memory),
-with its content type and length. Uploads are counted while they arrive and refused with 413
-as soon as they pass ``GATEWAY_MAX_UPLOAD_BYTES``, before the body is read to the end.
+Downloads are relayed piece by piece as InvokeAI's response arrives (never held whole in
+memory), with its content type and length, so the server sends a plain body rather than a
+chunked one. Uploads are counted while they arrive and refused with 413 as soon as they pass
+``GATEWAY_MAX_UPLOAD_BYTES``, before the body is read to the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope, Send
 
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
 from invokeai_py_client import InvokeAIClient
@@ -28,8 +30,6 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 # Headers of InvokeAI's image response worth passing on to our caller.
 RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
-# Larger chunks than network reads: fewer ASGI sends per image (throughput).
-RELAY_CHUNK_BYTES = 1024 * 1024
 # Multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -189,8 +189,9 @@ async def download_image(
     path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
     stack = contextlib.AsyncExitStack()
     try:
+        # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
         _, upstream_headers, chunks = await stack.enter_async_context(
-            _client(request)._http.stream_bytes(path, chunk_size=RELAY_CHUNK_BYTES)
+            _client(request)._http.stream_bytes(path, chunk_size=None)
         )
     except NotFoundError as exc:
         await stack.aclose()
@@ -200,15 +201,45 @@ async def download_image(
         raise
     headers = {k: upstream_headers[k] for k in RELAYED_HEADERS if k in upstream_headers}
     media_type = headers.pop("content-type", "application/octet-stream")
-    return StreamingResponse(_relay(chunks, stack), media_type=media_type, headers=headers)
+    return RelayResponse(chunks, stack, media_type=media_type, headers=headers)
 
 
-async def _relay(
-    chunks: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
-) -> AsyncIterator[bytes]:
-    # Closing the stack releases InvokeAI's connection, also when our caller goes away.
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        await stack.aclose()
+class RelayResponse(StreamingResponse):
+    """Passes each chunk to the server the moment it arrives; stops when the caller leaves.
+
+    Leaner than ``StreamingResponse``, which runs in an anyio task group: one task sends, one
+    waits for the caller's disconnect (uvicorn answers ASGI 2.3, whose ``send`` keeps quiet
+    about a closed connection), and whichever ends first stops the other. Leaving always
+    closes ``stack``, which releases InvokeAI's connection (closed if not read to its end).
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        stack: contextlib.AsyncExitStack,
+        *,
+        media_type: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(chunks, media_type=media_type, headers=headers)
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.ensure_future(self.stream_response(send))
+        caller_gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((relay, caller_gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            caller_gone.cancel()
+            relay.cancel()  # a no-op when it is done
+            try:
+                await asyncio.wait((relay,))
+            finally:
+                await self._stack.aclose()
+        if not relay.cancelled():
+            relay.result()  # InvokeAI failing mid-body is an error; the caller leaving is not
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
