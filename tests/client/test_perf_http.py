@@ -13,6 +13,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from aiohttp import web
 
@@ -272,3 +273,35 @@ async def test_stream_bytes_refused_connection_is_ours() -> None:
 )
 def test_is_loopback_url(url: str, loopback: bool) -> None:
     assert is_loopback_url(url) is loopback
+
+
+async def test_plain_json_request_goes_straight_through_aiohttp(base_url: str) -> None:
+    # No query and no files: the hot-path form (enqueue, queue item reads), sent by aiohttp
+    # directly; what reaches the server and what comes back is the same as via httpx.
+    http = _core(base_url)
+    http.token = "secret-token"
+    plain = await http.post_json("/echo", json_body={"x": "é", "n": [1, 2]})
+    via_httpx = await http.post_json("/echo", params={}, json_body={"x": "é", "n": [1, 2]})
+    response = await http.request("GET", "/echo")
+    await http.aclose_current()
+    assert plain["method"] == "POST" and plain["query"] == {}
+    assert plain["headers"]["authorization"] == "Bearer secret-token"
+    assert plain["headers"]["content-type"] == "application/json"
+    assert plain["headers"]["accept-encoding"] == "identity"
+    assert json.loads(plain["body_head"].encode("latin-1")) == {"x": "é", "n": [1, 2]}
+    assert plain["body_length"] == via_httpx["body_length"]
+    assert isinstance(response, httpx.Response) and response.status_code == 200
+    assert str(response.request.url) == f"{base_url}/api/v1/echo"
+    assert response.json()["body_length"] == 0
+
+
+async def test_plain_request_refused_keeps_the_connect_error_as_cause() -> None:
+    # The enqueue logic tells "never sent" from "answer lost" by this cause.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    http = _core(f"http://127.0.0.1:{port}")
+    with pytest.raises(APIConnectionError) as caught:
+        await http.post_json("/echo", json_body={})
+    await http.aclose_current()
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
