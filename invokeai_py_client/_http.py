@@ -134,6 +134,9 @@ class HttpCore:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+        self._raw_transports: weakref.WeakKeyDictionary[
+            httpx.AsyncClient, AiohttpTransport | None
+        ] = weakref.WeakKeyDictionary()
 
     def api_url(self, path: str) -> str:
         """Absolute URL of an API path such as ``/queue/default/status``."""
@@ -330,8 +333,8 @@ class HttpCore:
         transport) this falls back to ``stream``.
         """
         url = self.api_url(path)
-        transport = self._client()._transport_for_url(httpx.URL(url))
-        if not isinstance(transport, AiohttpTransport):
+        transport = self._raw_transport()
+        if transport is None:
             async with self.stream("GET", path, params=params) as resp:
                 yield resp.status_code, resp.headers, resp.aiter_bytes(chunk_size)
             return
@@ -347,6 +350,16 @@ class HttpCore:
             yield response.status, headers, _chunks(response, url, chunk_size)
         finally:
             response.release()
+
+    def _raw_transport(self) -> AiohttpTransport | None:
+        """The aiohttp transport that API paths go through on this loop, if they do."""
+        client = self._client()
+        # Every API URL shares the base URL's scheme, host and port, all that httpx's
+        # transport mounts look at; parsing a URL per download cost more than the rest here.
+        if client not in self._raw_transports:
+            found = client._transport_for_url(httpx.URL(self.api_url("/")))
+            self._raw_transports[client] = found if isinstance(found, AiohttpTransport) else None
+        return self._raw_transports[client]
 
     async def _send_raw(
         self,
