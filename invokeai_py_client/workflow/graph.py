@@ -68,12 +68,17 @@ def build_graph(
     if problems:
         raise WorkflowValidationError(problems)
     fed = edge_fed_fields(defn.edges)
+    fed_by_node: dict[str, set[str]] = {}
+    for node_id, field_name in fed:
+        fed_by_node.setdefault(node_id, set()).add(field_name)
     by_node: dict[str, dict[str, Any]] = {}
     for (node_id, field_name), value in values.items():
         if (node_id, field_name) not in fed:  # the edge wins, as in the editor
             by_node.setdefault(node_id, {})[field_name] = value
     nodes = {
-        node["id"]: _graph_node(node["data"], node["id"], by_node.get(node["id"], {}), fed)
+        node["id"]: _graph_node(
+            node["data"], node["id"], by_node.get(node["id"], {}), fed_by_node.get(node["id"], ())
+        )
         for node in _runnable_nodes(defn.nodes)
     }
     return {
@@ -174,17 +179,16 @@ def _node_problems(
     node_type = data.get("type")
     if not isinstance(node_type, str):
         return [f"node {node_id} has no invocation type"]
-    name = describe_node(node_id, data)
     if known_node_types is not None and node_type not in known_node_types:
         return [
-            f"{name}: the server has no node type {node_type!r} "
+            f"{describe_node(node_id, data)}: the server has no node type {node_type!r} "
             "(an outdated node, or one from a node pack the server lacks)"
         ]
     if node_type in SERVER_FILE_NODE_TYPES:
         field = SERVER_FILE_NODE_TYPES[node_type]
         return [
-            f"{name}: reads a file on the server's disk (input {field!r}); "
-            "this client does not send server-side file paths"
+            f"{describe_node(node_id, data)}: reads a file on the server's disk "
+            f"(input {field!r}); this client does not send server-side file paths"
         ]
     return []
 
@@ -222,15 +226,16 @@ def _graph_node(
     data: Mapping[str, Any],
     node_id: str,
     overrides: Mapping[str, Any],
-    fed: set[tuple[str, str]],
+    fed: Collection[str],
 ) -> dict[str, Any]:
+    """The node as the graph sends it; ``fed`` names its inputs that an edge feeds."""
     graph_node: dict[str, Any] = {"id": node_id, "type": data["type"]}
     for flag, key in (("useCache", "use_cache"), ("isIntermediate", "is_intermediate")):
         if isinstance(data.get(flag), bool):
             graph_node[key] = data[flag]
     inputs = data.get("inputs")
     for field_name, field in (inputs if is_mapping(inputs) else {}).items():
-        if (node_id, field_name) in fed or not is_mapping(field):
+        if field_name in fed or not is_mapping(field):
             continue
         send, value = editor_value_to_api(field_name, field.get("value"))
         if send:
@@ -255,13 +260,20 @@ def _fold_saved_workflow_inputs(graph_node: dict[str, Any]) -> None:
 
 def _graph_edges(edges: list[dict[str, Any]], index: Mapping[str, Any]) -> list[dict[str, Any]]:
     result, seen = [], set()
+    runnable = {
+        node_id
+        for node_id, node in index.items()
+        if is_invocation_node(node) and _is_runnable(node)
+    }
     for edge in edges:
-        if edge.get("type", "default") != "default":
+        if edge.get("type", "default") != "default" or edge["target"] not in runnable:
             continue
-        target = index.get(edge["target"])
-        if target is None or not is_invocation_node(target) or not _is_runnable(target):
-            continue
-        source = _resolve_source(edge["source"], edge["sourceHandle"], edges, index)
+        source_id, handle = edge["source"], edge["sourceHandle"]
+        source = (
+            (source_id, handle)
+            if source_id in runnable
+            else _resolve_source(source_id, handle, edges, index)
+        )
         if source is None:
             continue
         key = (*source, edge["target"], edge["targetHandle"])
