@@ -6,6 +6,20 @@ That split is what keeps a slow reader cheap: when its queue is full, the broker
 events meant for it and marks it lagging, and the reader catches up from the database by id
 (``SubscriberLagging``), the same path a reconnecting client takes with ``Last-Event-ID``.
 
+A reader that has caught up can be pushed to instead (``Subscription.attach``): the broker then
+hands events straight to the reader's sink, synchronously, with no queue and no task wake-up
+per reader. That is what keeps the fan-out to 1,000 streams cheap; a sink that cannot take
+events at once detaches itself, and its events queue again until it has caught up.
+
+``publish`` does not fan out by itself: it appends the event to the log of its run (and of
+its workflow, and of "everything"), and one writer, a loop callback, walks the readers of
+each log a slice at a time, giving each reader every event of the log it has not had yet in
+one delivery. Between slices the loop runs, so events that arrive during a fan-out join it:
+InvokeAI sends a run's events in bursts a few milliseconds apart, and a fan-out to 1,000
+streams takes longer than that, so a burst costs about one write per stream, not one per
+event and stream. Readers that got an event before a later one was logged get the later one
+in the next round.
+
 The wire shape of an event (see docs/events.md)::
 
     {"id": 42, "run_id": "...", "workflow_id": "...", "event": "node.progress",
@@ -20,7 +34,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Final
@@ -30,6 +45,7 @@ __all__ = [
     "Event",
     "EventBroker",
     "InMemoryEventBroker",
+    "Sink",
     "SubscriberLagging",
     "Subscription",
     "is_terminal_event",
@@ -37,10 +53,17 @@ __all__ = [
 ]
 
 Event = dict[str, Any]
+# Called by the broker with the matching events of one delivery (in id order) while attached;
+# must not block.
+Sink = Callable[[list[Event]], None]
+
+logger = logging.getLogger(__name__)
 
 # The run's last event: the per-run stream ends right after sending one of these.
 TERMINAL_EVENT_TYPES: Final = frozenset({"run.succeeded", "run.failed", "run.canceled"})
 DEFAULT_QUEUE_SIZE: Final = 256
+# Readers served per step of the writer; between steps the loop runs (and new events join).
+DELIVERY_SLICE: Final = 64
 
 
 class SubscriberLagging(Exception):  # a signal to the reader, not a failure
@@ -70,11 +93,16 @@ _CLOSED: Final = object()
 
 
 class Subscription:
-    """One reader's view of the live events: an async iterator over a bounded queue.
+    """One reader's view of the live events: a bounded queue, or a sink pushed to.
 
-    Iteration raises ``SubscriberLagging`` once after events were dropped for this reader; the
-    reader then replays from the database (events published from then on are queued again),
-    and skips ids it has already sent.
+    Pulled (the default): an async iterator over a bounded queue. Iteration raises
+    ``SubscriberLagging`` once after events were dropped for this reader; the reader then
+    replays from the database (events published from then on are queued again), and skips ids
+    it has already sent.
+
+    Pushed (``attach``): each event goes straight to the sink, called by ``publish``. The sink
+    or the reader ends that with ``detach`` (later events queue again); ``wait_detached`` is
+    where the reader sleeps meanwhile, woken only by a detach or a close, never per event.
     """
 
     def __init__(self, *, run_id: str | None, workflow_id: str | None, maxsize: int) -> None:
@@ -84,11 +112,47 @@ class Subscription:
         self.dropped = 0
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
         self._closed = False
+        self._sink: Sink | None = None
+        self._detached: asyncio.Future[None] | None = None
+        # Indexed by run, a reader filtering by workflow as well checks that itself.
+        self._workflow_check = run_id is not None and workflow_id is not None
+        self.log_position = 0  # how much of its index key's log it was given (the broker's)
+
+    @property
+    def closed(self) -> bool:
+        """True once the broker closed this subscription (server shutdown)."""
+        return self._closed
+
+    @property
+    def attached(self) -> bool:
+        """True while events are pushed to a sink instead of queued."""
+        return self._sink is not None
 
     def offer(self, event: Event) -> None:
-        """Queue one event for this reader, or mark it lagging when its queue is full."""
-        if self._closed or not _matches(event, self.run_id, self.workflow_id):
+        """Push one event to the sink, or queue it, or mark the reader lagging (queue full)."""
+        if _matches(event, self.run_id, self.workflow_id):
+            self.deliver([event])
+
+    def deliver(self, events: list[Event]) -> None:
+        """Like ``offer`` for events of this reader's run (or workflow, or any: the broker's
+        index has chosen them), in id order: a sink gets them in one call."""
+        if self._closed:
             return
+        if self._workflow_check:
+            events = [e for e in events if e.get("workflow_id") == self.workflow_id]
+        sink = self._sink
+        if sink is not None:
+            if events:
+                try:
+                    sink(events)
+                except Exception:  # a broken reader must not stop the fan-out to the others
+                    logger.exception("an SSE sink failed; closing its subscription")
+                    self.close()
+            return
+        for event in events:
+            self._enqueue(event)
+
+    def _enqueue(self, event: Event) -> None:
         if self.lagging:
             self.dropped += 1
             return
@@ -100,10 +164,43 @@ class Subscription:
             self.dropped += self._drain() + 1
             self.lagging = True
 
+    def attach(self, sink: Sink) -> bool:
+        """Push events to ``sink`` from now on; only a reader with nothing queued may.
+
+        Returns:
+            False (nothing attached) when events are queued, the reader is lagging or the
+            subscription is closed: the reader must take those first.
+        """
+        if self._closed or self.lagging or not self._queue.empty():
+            return False
+        self._sink = sink
+        self._detached = asyncio.get_running_loop().create_future()
+        return True
+
+    def detach(self) -> None:
+        """Stop pushing (events queue again) and wake ``wait_detached``; safe to repeat."""
+        self._sink = None
+        if self._detached is not None and not self._detached.done():
+            self._detached.set_result(None)
+
+    async def wait_detached(self, timeout: float) -> bool:
+        """Sleep while attached, at most ``timeout`` seconds; True when detached meanwhile."""
+        waiter = self._detached
+        if self._sink is None or waiter is None:
+            return True
+        await asyncio.wait((waiter,), timeout=timeout)
+        return waiter.done()
+
+    def leave(self) -> None:
+        """The reader unsubscribed: deliveries still under way skip it."""
+        self._closed = True
+        self.detach()
+
     def close(self) -> None:
         """End the iteration (server shutdown); queued events are dropped."""
         if not self._closed:
             self._closed = True
+            self.detach()
             self._drain()
             self._queue.put_nowait(_CLOSED)
 
@@ -126,14 +223,18 @@ class Subscription:
             ready.append(item)
         return ready
 
+    def take_lag(self) -> bool:
+        """True once after events were dropped; from then on new events are queued again."""
+        lagging, self.lagging = self.lagging, False
+        return lagging
+
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        if self.lagging:
+        if self.take_lag():
             # Cleared before the reader queries the database, so nothing published after
             # that query can be missed: it is queued, and older ids are skipped by the reader.
-            self.lagging = False
             raise SubscriberLagging
         item = await self._queue.get()
         if item is _CLOSED:
@@ -166,6 +267,18 @@ class EventBroker(abc.ABC):
         """End every subscription (server shutdown)."""
 
 
+Key = tuple[str, str | None]  # an index of readers: ("run", id), ("workflow", id), ("all", None)
+
+
+class _Round:
+    """The readers of one key that the writer has still to visit, and the key's log."""
+
+    def __init__(self, log: list[Event], readers: list[Subscription]) -> None:
+        self.log = log
+        self.readers = readers
+        self.next = 0
+
+
 class InMemoryEventBroker(EventBroker):
     """A broker for one process: subscribers indexed by run and workflow for cheap fan-out."""
 
@@ -175,6 +288,9 @@ class InMemoryEventBroker(EventBroker):
         self._by_workflow: dict[str, set[Subscription]] = {}
         self._unfiltered: set[Subscription] = set()
         self._closed = False
+        # Events not yet given to every reader of their key, and the writer's work.
+        self._rounds: dict[Key, _Round] = {}
+        self._writing = False
 
     @property
     def subscriber_count(self) -> int:
@@ -183,19 +299,65 @@ class InMemoryEventBroker(EventBroker):
         return runs + sum(len(s) for s in self._by_workflow.values()) + len(self._unfiltered)
 
     async def publish(self, event: Event) -> None:
-        """Offer the event to the readers of its run, of its workflow, and of everything."""
-        for sub in self._targets(event):
-            sub.offer(event)
+        """Deliver the event to the readers of its run, of its workflow, and of everything.
 
-    def _targets(self, event: Event) -> list[Subscription]:
-        # Copies, so a reader leaving during fan-out cannot break the iteration.
-        targets = list(self._unfiltered)
-        run_id, workflow_id = event.get("run_id"), event.get("workflow_id")
-        if run_id is not None:
-            targets.extend(self._by_run.get(run_id, ()))
-        if workflow_id is not None:
-            targets.extend(self._by_workflow.get(workflow_id, ()))
-        return targets
+        Delivery starts once the calling task yields, and reaches every reader subscribed
+        now (readers are visited in slices; events published meanwhile go along).
+        """
+        if self._closed:
+            return
+        self._log(("all", None), event)
+        for kind, value in (("run", event.get("run_id")), ("workflow", event.get("workflow_id"))):
+            if value is not None:
+                self._log((kind, value), event)
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().call_soon(self._write_slice)
+
+    def _log(self, key: Key, event: Event) -> None:
+        found = self._rounds.get(key)
+        if found is not None:
+            found.log.append(event)
+        elif members := self._members(key):
+            self._rounds[key] = _Round([event], list(members))
+
+    def _members(self, key: Key) -> set[Subscription]:
+        kind, value = key
+        if kind == "all":
+            return self._unfiltered
+        index = self._by_run if kind == "run" else self._by_workflow
+        return index.get(value or "", set())
+
+    def _write_slice(self) -> None:
+        """Give the next readers what they have not had; come back after the loop ran."""
+        budget = DELIVERY_SLICE
+        for key, work in list(self._rounds.items()):
+            while budget and work.next < len(work.readers):
+                reader = work.readers[work.next]
+                work.next += 1
+                budget -= 1
+                if reader.log_position < len(work.log):
+                    events = work.log[reader.log_position :]
+                    reader.log_position = len(work.log)
+                    reader.deliver(events)
+            if work.next == len(work.readers):
+                self._end_round(key, work)
+            if not budget:
+                break
+        if self._rounds:
+            asyncio.get_running_loop().call_soon(self._write_slice)
+        else:
+            self._writing = False
+
+    def _end_round(self, key: Key, work: _Round) -> None:
+        members = self._members(key)
+        behind = [r for r in members if r.log_position < len(work.log)]
+        if behind:  # events were logged during the round, or readers came
+            work.readers, work.next = behind, 0
+            return
+        del self._rounds[key]  # everyone has everything: the log starts over
+        for reader in members:
+            reader.log_position = 0
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -208,12 +370,24 @@ class InMemoryEventBroker(EventBroker):
             self._unfiltered.add(sub)
         else:
             index.setdefault(key, set()).add(sub)
+        # Events logged before now were stored before now: the reader's replay finds them.
+        work = self._rounds.get(self._key_of(sub))
+        sub.log_position = len(work.log) if work is not None else 0
         if self._closed:
             sub.close()
         try:
             yield sub
         finally:
+            sub.leave()
             self._remove(sub, index, key)
+
+    @staticmethod
+    def _key_of(sub: Subscription) -> Key:
+        if sub.run_id is not None:
+            return ("run", sub.run_id)
+        if sub.workflow_id is not None:
+            return ("workflow", sub.workflow_id)
+        return ("all", None)
 
     def _index_for(self, sub: Subscription) -> tuple[dict[str, set[Subscription]], str | None]:
         if sub.run_id is not None:
@@ -235,6 +409,7 @@ class InMemoryEventBroker(EventBroker):
     async def close(self) -> None:
         """End every subscription; later subscriptions end at once."""
         self._closed = True
+        self._rounds.clear()
         for sub in self._unfiltered | {s for group in self._all_groups() for s in group}:
             sub.close()
 

@@ -1,35 +1,55 @@
-"""The SSE wire for many readers: each event encoded once, and sends that cost no timer.
+"""The SSE wire for many readers: each event encoded once, written straight to the connections.
 
-With 1,000 streams on one run, the gateway's cost per event is one send per stream, so
-everything done per stream per event is multiplied by a thousand. Two things are taken out of
-that path here:
+With 1,000 streams on one run, the gateway's cost per event is one write per stream, so
+everything done per stream per event is multiplied by a thousand. What is left on that path:
 
 - encoding: ``wire_cache(broker).get(event)`` returns one ``WireEvent`` per event id, whose
   bytes are computed once and shared by every stream that sends it;
-- the send timeout: sse-starlette wraps every send in its own cancel scope (a timer armed and
-  disarmed per send). ``StreamResponse`` only notes when a send started; its heartbeat task
-  ends a stream whose send has been stuck for longer than ``send_timeout`` (so a stuck reader
-  is dropped within ``send_timeout`` plus one heartbeat interval, not exactly at it).
+- the write: ``Connection.write_now`` calls the stream's ASGI ``send`` and runs it eagerly, in
+  the caller (the broker's ``publish``), instead of waking a task per stream. With uvicorn
+  the send finishes without suspending unless the socket's buffer is full; only then is the
+  rest of that send handed to the stream's own task (``Connection.finish``), which waits for
+  it under the send timeout: the only timer, and only on that slow path.
+
+``EventStreamResponse`` is our own response class rather than sse-starlette's
+``EventSourceResponse``: that one pulls every event through an async iterator in a task per
+stream, a send lock and a cancel scope per send (the 20-50 us per stream per event this
+module exists to avoid), and writing to its connection from outside would mean overriding
+its private methods, tied to one version. From sse-starlette we keep ``ServerSentEvent`` (the
+encoding) and ``AppStatus.should_exit`` (its hook on uvicorn's exit signal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
+import signal
 import weakref
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
-from starlette.types import Message, Send
+from sse_starlette import ServerSentEvent
+from sse_starlette.sse import AppStatus
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.events import Event, EventBroker, to_wire
 
-__all__ = ["Batch", "StreamResponse", "WireEvent", "encode_event", "wire_cache", "wire_chunks"]
+__all__ = [
+    "Connection",
+    "EventStreamResponse",
+    "SendTimeout",
+    "WireEvent",
+    "encode_event",
+    "run_eagerly",
+    "wire_cache",
+]
 
 # Encoded events kept per application (a burst of one run's events to every stream fits).
 WIRE_CACHE_SIZE = 1024
+# How often the process checks whether the server was told to exit (then streams end).
+EXIT_POLL_SECONDS = 0.5
 
 
 class WireEvent(ServerSentEvent):
@@ -84,38 +104,234 @@ def wire_cache(broker: EventBroker) -> WireCache:
     return cache
 
 
-Batch = list[ServerSentEvent]
+def ping_chunk() -> bytes:
+    """A heartbeat: an SSE comment, which clients ignore (``: ping - <time>``)."""
+    return ServerSentEvent(comment=f"ping - {datetime.now(UTC)}").encode()
 
 
-async def wire_chunks(batches: AsyncGenerator[Batch, None]) -> AsyncGenerator[bytes, None]:
-    """Each batch of events as one chunk of bytes: one send per batch, not per event."""
-    try:
-        async for batch in batches:
-            yield batch[0].encode() if len(batch) == 1 else b"".join(e.encode() for e in batch)
-    finally:
-        await batches.aclose()  # leave the broker now, not when the generator is collected
+# -- running a send in the caller --------------------------------------------------------------
 
 
-class StreamResponse(EventSourceResponse):
-    """sse-starlette's response, with the send timeout checked by the heartbeat, not per send.
+class _Rest:
+    """The rest of a coroutine that ``run_eagerly`` ran up to its first suspension.
 
-    The heartbeat (``ping``) must be positive: it is what enforces ``send_timeout``.
+    Awaiting it (in a task) hands the future the coroutine is waiting on to that task, then
+    drives the coroutine to its end, as the task would have from the start; a cancellation of
+    the awaiting task is thrown into the coroutine. (Python 3.12's eager tasks do the same.)
     """
 
-    def __init__(self, content: Any, *, ping: float, send_timeout: float) -> None:
-        super().__init__(content, ping=ping, send_timeout=send_timeout)
-        self._sending_since: float | None = None
+    def __init__(self, coro: Generator[Any, Any, None], suspended_on: Any) -> None:
+        self._coro = coro
+        self._suspended_on = suspended_on
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        started = self._sending_since
-        if started is not None:
-            # The heartbeat, while a send is in flight: is the reader stuck?
-            if self.send_timeout is not None and time.monotonic() - started > self.send_timeout:
-                raise SendTimeoutError()
-            await super()._send_with_timeout(send, message)
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, step = self._coro, self._suspended_on
+        while True:
+            try:
+                sent = yield step
+            except BaseException as exc:  # cancellation: the coroutine decides what it means
+                try:
+                    step = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration:
+                    return
+
+    def close(self) -> None:
+        """Abandon the coroutine (its ``finally`` blocks run now)."""
+        self._coro.close()
+
+
+def run_eagerly(awaitable: Awaitable[None]) -> _Rest | None:
+    """Run ``awaitable`` (a coroutine) now, in the caller, until it finishes or first waits.
+
+    Returns:
+        None when it finished without waiting; else its rest, to be awaited by a task.
+
+    Raises:
+        Whatever the coroutine raised before its first wait.
+    """
+    coro = awaitable.__await__()
+    try:
+        suspended_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, suspended_on)
+
+
+class SendTimeout(TimeoutError):
+    """A reader did not take a chunk within the send timeout: its connection is dropped."""
+
+
+class Connection:
+    """One stream's ASGI ``send``: whole chunks, written at once whenever the send allows.
+
+    At most one send is in flight: after ``write_now`` returned False, ``finish`` must be
+    awaited (by the stream's task) before the next write.
+    """
+
+    def __init__(self, send: Send, *, send_timeout: float) -> None:
+        self._send = send
+        self.send_timeout = send_timeout
+        self._blocked: _Rest | None = None
+
+    @property
+    def blocked(self) -> bool:
+        """True while a send started by ``write_now`` is waiting for the reader."""
+        return self._blocked is not None
+
+    def write_now(self, chunk: bytes) -> bool:
+        """Send ``chunk`` from the caller; True when done, False when it waits (``finish``)."""
+        assert self._blocked is None, "a send is still in flight"
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        self._blocked = run_eagerly(self._send(message))
+        return self._blocked is None
+
+    async def finish(self) -> None:
+        """Wait for the send in flight, if any.
+
+        Raises:
+            SendTimeout: the reader has not taken it within ``send_timeout`` seconds.
+        """
+        rest, self._blocked = self._blocked, None
+        if rest is None:
             return
-        self._sending_since = time.monotonic()
         try:
-            await send(message)
+            async with asyncio.timeout(self.send_timeout):
+                await rest
+        except TimeoutError:
+            raise SendTimeout(f"the reader took no data for {self.send_timeout} s") from None
+
+    async def write(self, chunk: bytes) -> None:
+        """Send ``chunk``, waiting for the reader if it must (under the send timeout)."""
+        if not self.write_now(chunk):
+            await self.finish()
+
+    def abandon(self) -> None:
+        """Drop a send still in flight (the stream is over)."""
+        rest, self._blocked = self._blocked, None
+        if rest is not None:
+            rest.close()
+
+
+# -- the response --------------------------------------------------------------------------------
+
+Stream = Callable[[Connection], Coroutine[Any, Any, None]]
+
+
+class EventStreamResponse(Response):
+    """A ``text/event-stream`` response whose body is written by ``stream(connection)``.
+
+    The stream runs in a task of its own; the response ends when it returns (after the
+    terminal event of a run), when the client disconnects, or when the server is told to
+    exit. Heartbeats are the stream's job (it knows when the connection is idle).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: Stream, *, send_timeout: float) -> None:
+        self.stream = stream
+        self.send_timeout = send_timeout
+        self.status_code = 200
+        self.background = None
+        # Proxies must neither cache nor buffer an event stream.
+        self.init_headers(
+            {"Cache-Control": "no-store", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":  # headers only: an endless body would never end
+            await send(_END)
+            return
+        connection = Connection(send, send_timeout=self.send_timeout)
+        streaming = asyncio.create_task(self.stream(connection))
+        watching = asyncio.create_task(_until_disconnect(receive))
+        with _ExitWatch.streaming() as exiting:
+            try:
+                await asyncio.wait((streaming, watching, exiting), return_when="FIRST_COMPLETED")
+            finally:
+                streaming.cancel()
+                watching.cancel()
+                await asyncio.wait((streaming, watching))
+        connection.abandon()
+        if watching.done() and not watching.cancelled():
+            return  # the client is gone: nothing more can be sent
+        if not streaming.cancelled() and (error := streaming.exception()) is not None:
+            raise error  # e.g. SendTimeout: uvicorn closes the connection
+        async with asyncio.timeout(self.send_timeout):
+            await send(_END)  # the run is over, or the server is exiting
+
+
+_END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _ExitWatch:
+    """One per event loop: resolves a future when the server is told to exit.
+
+    uvicorn lets open responses run until its graceful-shutdown timeout and tells the app
+    nothing; sse-starlette patches uvicorn's exit handler to set ``AppStatus.should_exit``, and
+    for servers started before that patch (sse-starlette issue #132) the server is found
+    through its SIGTERM handler. One poller per loop checks both while streams are open.
+    """
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ExitWatch]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.exiting: asyncio.Future[None] = loop.create_future()
+        self.open_streams = 0
+        self._poller: asyncio.Task[None] | None = None
+
+    @classmethod
+    def streaming(cls) -> _Registration:
+        loop = asyncio.get_running_loop()
+        watch = cls._by_loop.get(loop)
+        # A server that exited and a new one on the same loop (tests): watch afresh.
+        if watch is None or (watch.exiting.done() and not server_exiting()):
+            watch = cls._by_loop[loop] = cls(loop)
+        return _Registration(watch)
+
+    def enter(self) -> None:
+        self.open_streams += 1
+        if self._poller is None and not self.exiting.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        try:
+            while self.open_streams and not self.exiting.done():
+                if server_exiting():
+                    self.exiting.set_result(None)
+                    return
+                await asyncio.sleep(EXIT_POLL_SECONDS)
         finally:
-            self._sending_since = None
+            self._poller = None
+
+
+class _Registration:
+    def __init__(self, watch: _ExitWatch) -> None:
+        self.watch = watch
+
+    def __enter__(self) -> asyncio.Future[None]:
+        self.watch.enter()
+        return self.watch.exiting
+
+    def __exit__(self, *exc: object) -> None:
+        self.watch.open_streams -= 1
+
+
+def server_exiting() -> bool:
+    """True once uvicorn was told to exit (SIGINT or SIGTERM)."""
+    if AppStatus.should_exit:
+        return True
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))

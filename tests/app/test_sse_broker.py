@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
 
 from app.events import (
+    DELIVERY_SLICE,
+    Event,
     InMemoryEventBroker,
     SubscriberLagging,
     is_terminal_event,
@@ -140,3 +143,105 @@ def test_wire_shape_and_terminal() -> None:
     assert wire["created_at"] == "2026-11-29T00:00:00+00:00"
     assert is_terminal_event(wire)
     assert not is_terminal_event(make_event(8, kind="node.progress"))
+
+
+# -- pushed to (the SSE streams' live path) ------------------------------------------------------
+
+
+async def settle() -> None:
+    """Let the broker's writer finish (it works in slices, one per loop iteration)."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+
+
+async def test_a_reader_attaches_only_when_caught_up_and_is_pushed_to() -> None:
+    broker = InMemoryEventBroker()
+    got: list[list[int]] = []
+    async with broker.subscribe(run_id="r1") as sub:
+        await broker.publish(make_event(1))
+        await settle()
+        assert not sub.attach(lambda events: got.append([e["id"] for e in events]))
+        assert [e["id"] for e in sub.take_ready()] == [1]
+        assert sub.attach(lambda events: got.append([e["id"] for e in events]))
+        await broker.publish(make_event(2))
+        await broker.publish(make_event(3))
+        await settle()
+        assert got == [[2, 3]]  # published together, delivered in one call
+        assert sub.take_ready() == []  # nothing was queued
+        sub.detach()
+        await broker.publish(make_event(4))
+        await settle()
+        assert got == [[2, 3]] and [e["id"] for e in sub.take_ready()] == [4]
+
+
+async def test_wait_detached_sleeps_until_a_detach_or_a_close() -> None:
+    broker = InMemoryEventBroker()
+    async with broker.subscribe(run_id="r1") as sub:
+        assert sub.attach(lambda events: None)
+        assert not await sub.wait_detached(0.01)  # a heartbeat's worth of nothing
+        asyncio.get_running_loop().call_soon(sub.detach)
+        assert await sub.wait_detached(5)
+        assert sub.attach(lambda events: None)
+        asyncio.get_running_loop().call_soon(asyncio.ensure_future, broker.close())
+        assert await sub.wait_detached(5)
+        assert sub.closed and not sub.attached
+
+
+async def test_a_failing_sink_is_closed_and_the_others_still_get_the_event() -> None:
+    broker = InMemoryEventBroker()
+    got: list[int] = []
+
+    def broken(events: list[Event]) -> None:
+        raise RuntimeError("a broken reader")
+
+    async with broker.subscribe(run_id="r1") as bad, broker.subscribe(run_id="r1") as good:
+        assert bad.attach(broken)
+        assert good.attach(lambda events: got.extend(e["id"] for e in events))
+        await broker.publish(make_event(1))
+        await settle()
+        assert got == [1]
+        assert bad.closed
+
+
+async def test_events_published_during_a_fan_out_join_it() -> None:
+    broker = InMemoryEventBroker()
+    readers = DELIVERY_SLICE * 4
+    calls: list[list[int]] = [[] for _ in range(readers)]
+    received: list[list[int]] = [[] for _ in range(readers)]
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(readers):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+
+            def sink(events: list[Event], n: int = n) -> None:
+                calls[n].append(len(events))
+                received[n].extend(e["id"] for e in events)
+
+            assert sub.attach(sink)
+        await broker.publish(make_event(1))
+        await asyncio.sleep(0)  # one slice of readers has event 1
+        await broker.publish(make_event(2))
+        await settle()
+    assert all(r == [1, 2] for r in received)  # every reader, in order, once each
+    assert sum(len(c) for c in calls) < 2 * readers  # later readers got both in one write
+
+
+async def test_a_reader_that_subscribes_or_leaves_during_a_fan_out() -> None:
+    broker = InMemoryEventBroker()
+    early: list[int] = []
+    late: list[int] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(DELIVERY_SLICE * 2):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+            assert sub.attach(lambda events: early.extend(e["id"] for e in events))
+        leaving = broker.subscribe(run_id="r1")
+        gone = await leaving.__aenter__()
+        assert gone.attach(lambda events: pytest.fail("a reader that left got an event"))
+        await broker.publish(make_event(1))
+        await leaving.__aexit__(None, None, None)
+        async with broker.subscribe(run_id="r1") as newcomer:
+            # Event 1 was stored before this reader subscribed: its replay has it, not us.
+            assert newcomer.attach(lambda events: late.extend(e["id"] for e in events))
+            await broker.publish(make_event(2))
+            await settle()
+    assert late == [2]
+    assert early.count(1) == early.count(2) == DELIVERY_SLICE * 2

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
+from sse_starlette.sse import AppStatus
 
-from app.api.routes.events import follow
-from app.events import InMemoryEventBroker
+from app.api.routes import events as events_routes
 from tests.app.sse_harness import Harness, running
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -173,28 +175,6 @@ async def test_all_events_stream_filters_by_workflow_and_resumes(tmp_path: Path)
     assert [int(e.id) for e in resumed] == sorted(int(e.id) for e in resumed)
 
 
-async def test_lagging_reader_catches_up_from_the_database(tmp_path: Path) -> None:
-    async with running(tmp_path, queue_size=2) as h:
-        h.add_run("run-i")
-        broker = InMemoryEventBroker(queue_size=2)
-        stream = follow(engine=h.engine, broker=broker, last_id=0, run_id="run-i")
-        first = await h.emit("run-i", "run.started")
-        await broker.publish({"id": first, "run_id": "run-i", "event": "run.started"})
-        got = [await anext(stream)]  # replayed; the stream is now subscribed and live
-        sent = [first]
-        for n in range(10):  # the reader does not read: its queue of 2 overflows
-            event_id = h.store("run-i", "node.progress", {"n": n})
-            sent.append(event_id)
-            await broker.publish(
-                {"id": event_id, "run_id": "run-i", "event": "node.progress", "data": {"n": n}}
-            )
-        h.set_status("run-i", "succeeded")
-        sent.append(h.store("run-i", "run.succeeded"))
-        got.extend([sse async for sse in stream])
-    assert [int(e.id) for e in got] == sent
-    assert json.loads(got[3].data)["data"] == {"n": 2}
-
-
 async def test_terminal_event_stored_just_after_the_final_status_is_still_sent(
     tmp_path: Path,
 ) -> None:
@@ -207,3 +187,119 @@ async def test_terminal_event_stored_just_after_the_final_status_is_still_sent(
         terminal = await h.emit("run-j", "run.succeeded")  # ...then stores the event
         got = await asyncio.wait_for(reader, 10)
     assert [int(e.id) for e in got] == [started, terminal]
+
+
+# -- readers that stop reading, resuming mid-burst, shutdown (the direct-write path) ----------
+
+BIG = "x" * 256_000  # a few dozen of these fill any socket buffer on loopback
+
+
+async def open_raw(h: Harness, path: str) -> socket.socket:
+    """A connection that reads nothing until ``raw_ids``, with a tiny receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    url = httpx.URL(h.url)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (url.host, url.port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode())
+    return sock
+
+
+async def raw_ids(sock: socket.socket) -> tuple[list[int], bool]:
+    """The ids read until the terminal event (True) or the end of the connection (False)."""
+    loop = asyncio.get_running_loop()
+    chunks, tail, end = [], b"", b"event: run.succeeded"
+    while end not in tail and (chunk := await loop.sock_recv(sock, 2**16)):
+        chunks.append(chunk)
+        tail = tail[-len(end) :] + chunk
+    sock.close()
+    data = b"".join(chunks)
+    ids = [int(line[3:]) for line in data.split(b"\r\n") if line.startswith(b"id:")]
+    return ids, end in data
+
+
+def run_subscriptions(h: Harness, run_id: str) -> list[Any]:
+    return list(h.broker._by_run.get(run_id, ()))
+
+
+async def test_a_reader_that_stops_reading_holds_up_no_one_and_catches_up(tmp_path: Path) -> None:
+    async with running(tmp_path, queue_size=4) as h:
+        h.add_run("run-s")
+        first = await h.emit("run-s", "run.started")
+        slow_socket = await open_raw(h, "/runs/run-s/events")
+        fast = asyncio.create_task(collect(f"{h.url}/runs/run-s/events"))
+        await wait_for_subscribers(h, 2)
+        for _ in range(200):  # both streams are live: they have replayed the first event
+            if all(s.attached for s in run_subscriptions(h, "run-s")):
+                break
+            await asyncio.sleep(0.01)
+        sent = [first]
+        for n in range(60):  # ~15 MB: far more than the stopped reader's buffers hold
+            sent.append(await h.emit("run-s", "node.progress", {"n": n, "blob": BIG}))
+            await asyncio.sleep(0)
+        h.set_status("run-s", "succeeded")
+        sent.append(await h.emit("run-s", "run.succeeded"))
+        got = await asyncio.wait_for(fast, 20)  # ends while the other reader still reads nothing
+        assert [int(e.id) for e in got] == sent
+        (slow,) = run_subscriptions(h, "run-s")
+        assert slow.dropped > 0  # its queue overflowed: the database catch-up path was taken
+        slow_ids, ended = await asyncio.wait_for(raw_ids(slow_socket), 20)  # it reads again
+    assert ended and slow_ids == sent  # every event, in order, once
+
+
+async def test_a_stuck_reader_is_dropped_after_the_send_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_routes, "SEND_TIMEOUT_SECONDS", 0.3)
+    async with running(tmp_path) as h:
+        h.add_run("run-t", status="running")
+        stuck = await open_raw(h, "/runs/run-t/events")
+        await wait_for_subscribers(h, 1)
+        for n in range(60):
+            await h.emit("run-t", "node.progress", {"n": n, "blob": BIG})
+            await asyncio.sleep(0)
+        for _ in range(500):  # the server gives up on it and leaves the broker
+            if h.broker.subscriber_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert h.broker.subscriber_count == 0
+        seen, ended = await asyncio.wait_for(raw_ids(stuck), 10)
+    assert not ended and len(seen) < 60  # the connection was closed mid-stream
+
+
+async def test_resume_during_a_burst_has_no_loss_and_no_repeats(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        h.add_run("run-u")
+        stored = [await h.emit("run-u", "node.progress", {"n": n}) for n in range(5)]
+        readers: list[tuple[int, asyncio.Task[list[ServerSentEvent]]]] = []
+        for n in range(40):
+            if n % 5 == 0:  # connect mid-burst, resuming from an event already sent
+                resume = stored[n // 5]
+                url = f"{h.url}/runs/run-u/events?last_event_id={resume}"
+                readers.append((resume, asyncio.create_task(collect(url))))
+            stored.append(await h.emit("run-u", "node.progress", {"n": n}))
+            await asyncio.sleep(0.002 * (n % 3))
+        h.set_status("run-u", "succeeded")
+        stored.append(await h.emit("run-u", "run.succeeded"))
+        for resume, task in readers:
+            got = await asyncio.wait_for(task, 10)
+            assert [int(e.id) for e in got] == [i for i in stored if i > resume]
+
+
+async def test_server_shutdown_ends_open_streams(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        h.add_run("run-v", status="running")
+        reader = asyncio.create_task(collect(f"{h.url}/runs/run-v/events"))
+        await wait_for_subscribers(h, 1)
+        live = await h.emit("run-v", "node.progress")
+        AppStatus.should_exit = True  # what uvicorn's exit signal handler sets
+        try:
+            got = await asyncio.wait_for(reader, 10)  # the stream ends, the run does not
+        finally:
+            AppStatus.should_exit = False
+        assert [int(e.id) for e in got] == [live]
+        after = asyncio.create_task(collect(f"{h.url}/runs/run-v/events", limit=2))
+        await wait_for_subscribers(h, 1)  # the next server life streams again
+        await h.emit("run-v", "node.progress")
+        assert len(await asyncio.wait_for(after, 10)) == 2

@@ -9,21 +9,41 @@ published):
 
 An event stored before step 1 is found in step 2; one stored after it is queued. A reader that
 falls behind is told so by the broker and goes back to step 2 from its last sent id.
+
+Step 3 has two gears. Caught up, a stream is *pushed to*: the broker's ``publish`` calls the
+stream's sink, which writes the event to the connection there and then (``_Sink``), so a
+thousand streams cost a thousand writes and no task wake-ups. When a write cannot finish at
+once (a slow reader, flow control) the sink detaches; the stream's task finishes that write,
+sends what queued meanwhile (or re-reads from the database if the queue overflowed), and
+attaches again once caught up::
+
+    replay (pull) ──> caught up? ── attach ──> publish ─> sink ─> write_now ─┐
+        ^                 ^                                                   │ blocked,
+        │ lagging         └── finish the write, take the queued events <──────┘ or terminal
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import functools
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
-from app.api.sse import Batch, StreamResponse, WireCache, encode_event, wire_cache, wire_chunks
+from app.api.sse import (
+    Connection,
+    EventStreamResponse,
+    WireCache,
+    WireEvent,
+    encode_event,
+    ping_chunk,
+    wire_cache,
+)
 from app.core.errors import NotFound
 from app.events import (
     Event,
@@ -121,17 +141,43 @@ def to_sse(event: Event) -> ServerSentEvent:
     return encode_event(event)
 
 
+Batch = list[WireEvent]
+
+
+def _chunk(batch: Batch) -> bytes:
+    """A batch of events in one chunk: one write, however many events waited."""
+    return batch[0].encode() if len(batch) == 1 else b"".join(e.encode() for e in batch)
+
+
 class _Cursor:
     """The last id sent, whether the stream is over, and where encoded events are shared."""
 
-    def __init__(self, last_id: int, wire: WireCache) -> None:
+    def __init__(self, last_id: int, wire: WireCache, *, stop_at_terminal: bool) -> None:
         self.last_id = last_id
         self.done = False
         self.wire = wire
+        self.stop_at_terminal = stop_at_terminal
+
+    def advance(self, event: Event) -> WireEvent:
+        """Mark ``event`` sent (the caller sends it); the encoded form to send."""
+        self.last_id = int(event["id"])
+        self.done = self.stop_at_terminal and is_terminal_event(event)
+        return self.wire.get(event)
+
+    def advance_all(self, events: list[Event]) -> Batch:
+        """The events not sent yet, in order, up to the terminal one if the stream stops there."""
+        batch = []
+        for event in events:
+            if int(event["id"]) <= self.last_id:
+                continue  # already sent (by the replay)
+            batch.append(self.advance(event))
+            if self.done:
+                break
+        return batch
 
 
 async def _replay(
-    engine: Engine, cursor: _Cursor, run_id: str | None, workflow_id: str | None, stop: bool
+    engine: Engine, cursor: _Cursor, run_id: str | None, workflow_id: str | None
 ) -> AsyncIterator[Batch]:
     while not cursor.done:
         page = await anyio.to_thread.run_sync(
@@ -143,81 +189,82 @@ async def _replay(
                 limit=REPLAY_PAGE,
             )
         )
-        batch = _advance_all(cursor, page, stop)
+        batch = cursor.advance_all(page)
         if batch:
             yield batch
         if cursor.done or len(page) < REPLAY_PAGE:
             return
 
 
-def _advance(cursor: _Cursor, event: Event, stop_at_terminal: bool) -> ServerSentEvent:
-    cursor.last_id = int(event["id"])
-    cursor.done = stop_at_terminal and is_terminal_event(event)
-    return cursor.wire.get(event)
-
-
-def _advance_all(cursor: _Cursor, events: list[Event], stop_at_terminal: bool) -> Batch:
-    """The events not sent yet, in order, up to the terminal one when the stream stops there."""
-    batch = []
-    for event in events:
-        if int(event["id"]) <= cursor.last_id:
-            continue  # already sent (by the replay)
-        batch.append(_advance(cursor, event, stop_at_terminal))
-        if cursor.done:
-            break
-    return batch
-
-
-async def follow(
+async def relay(
+    connection: Connection,
     *,
     engine: Engine,
     broker: EventBroker,
     last_id: int,
+    ping: float,
     run_id: str | None = None,
     workflow_id: str | None = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of one run (ends after its terminal event) or of many (never ends)."""
-    batches = follow_batches(
-        engine=engine, broker=broker, last_id=last_id, run_id=run_id, workflow_id=workflow_id
-    )
-    async for batch in batches:
-        for sse in batch:
-            yield sse
+) -> None:
+    """Write one stream: one run's events (until its terminal event), or many (never ends).
 
-
-async def follow_batches(
-    *,
-    engine: Engine,
-    broker: EventBroker,
-    last_id: int,
-    run_id: str | None = None,
-    workflow_id: str | None = None,
-) -> AsyncGenerator[Batch, None]:
-    """``follow``'s events, grouped: every event already waiting goes out in one write."""
-    cursor = _Cursor(last_id, wire_cache(broker))
-    stop = run_id is not None
+    Args:
+        connection: where the events go.
+        engine: the database holding the events (the history).
+        broker: the live events.
+        last_id: send only events with a larger id (the resume point).
+        ping: seconds between heartbeats while the stream waits for events.
+        run_id: only this run's events; the stream ends after its terminal event.
+        workflow_id: only the events of this workflow's runs.
+    """
+    cursor = _Cursor(last_id, wire_cache(broker), stop_at_terminal=run_id is not None)
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
         while not cursor.done:
             # Read the status before the replay: a run already over has stored its events.
             over = run_id is not None and await _run_is_over(engine, run_id)
-            async for batch in _replay(engine, cursor, run_id, workflow_id, stop):
-                yield batch
+            async for batch in _replay(engine, cursor, run_id, workflow_id):
+                await connection.write(_chunk(batch))
             if over:
                 async for batch in _terminal_in_flight(engine, sub, cursor, run_id):
-                    yield batch
+                    await connection.write(_chunk(batch))
                 return
-            if cursor.done:
+            if cursor.done or not await _live(connection, sub, cursor, ping):
                 return
-            try:
-                async for event in sub:
-                    batch = _advance_all(cursor, [event, *sub.take_ready()], stop)
-                    if batch:
-                        yield batch
-                    if cursor.done:
-                        return
-                return  # the broker closed: the server is shutting down
-            except SubscriberLagging:
-                continue  # events were dropped for us: re-read them from the database
+            # Events were dropped for us (the queue overflowed): re-read them from the database.
+
+
+async def _live(connection: Connection, sub: Subscription, cursor: _Cursor, ping: float) -> bool:
+    """Relay live events until the stream is over (False) or has fallen behind (True)."""
+    sink = functools.partial(_push, connection, sub, cursor)
+    while not (cursor.done or sub.closed):
+        if sub.take_lag():
+            return True
+        batch = cursor.advance_all(sub.take_ready())
+        if batch:
+            await connection.write(_chunk(batch))  # what queued while we were not attached
+        elif sub.attach(sink):
+            await _while_pushed(connection, sub, ping)
+    return False
+
+
+def _push(connection: Connection, sub: Subscription, cursor: _Cursor, events: list[Event]) -> None:
+    """The sink: called by the broker's delivery; writes the events to the connection now."""
+    batch = cursor.advance_all(events)  # skips what the replay sent already
+    if batch and (not connection.write_now(_chunk(batch)) or cursor.done):
+        # Blocked: later events queue until the stream's task has finished this write.
+        # Done: the stream's task ends the response.
+        sub.detach()
+
+
+async def _while_pushed(connection: Connection, sub: Subscription, ping: float) -> None:
+    """Sleep while the broker pushes; a heartbeat when a ping interval passes; when detached,
+    finish the write the sink could not finish at once."""
+    while not await sub.wait_detached(ping):
+        # Attached means no write is in flight: the heartbeat can go out the same way.
+        if not connection.write_now(ping_chunk()):
+            sub.detach()
+            break
+    await connection.finish()
 
 
 async def _terminal_in_flight(
@@ -236,11 +283,11 @@ async def _terminal_in_flight(
             event = await asyncio.wait_for(anext(sub), remaining)
         except (TimeoutError, StopAsyncIteration, SubscriberLagging):
             break
-        batch = _advance_all(cursor, [event], True)
+        batch = cursor.advance_all([event])
         if batch:
             yield batch
     if not cursor.done:
-        async for batch in _replay(engine, cursor, run_id, None, True):
+        async for batch in _replay(engine, cursor, run_id, None):
             yield batch
 
 
@@ -254,42 +301,48 @@ def _broker(request: Request) -> EventBroker:
     return broker
 
 
-def _response(request: Request, batches: AsyncGenerator[Batch, None]) -> EventSourceResponse:
-    ping = float(request.app.state.settings.sse_ping_seconds)
-    return StreamResponse(wire_chunks(batches), ping=ping, send_timeout=SEND_TIMEOUT_SECONDS)
+def _response(
+    request: Request, *, last_id: int, run_id: str | None = None, workflow_id: str | None = None
+) -> EventStreamResponse:
+    stream = functools.partial(
+        relay,
+        engine=_engine(request),
+        broker=_broker(request),
+        last_id=last_id,
+        ping=float(request.app.state.settings.sse_ping_seconds),
+        run_id=run_id,
+        workflow_id=workflow_id,
+    )
+    return EventStreamResponse(stream, send_timeout=SEND_TIMEOUT_SECONDS)
 
 
-@router.get("/runs/{run_id}/events", response_class=EventSourceResponse, responses=_SSE_DOC)
+@router.get("/runs/{run_id}/events", response_class=EventStreamResponse, responses=_SSE_DOC)
 async def run_events(
     request: Request,
     run_id: str,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """Follow one run: its stored events, then live ones, ending after the terminal event."""
     engine = _engine(request)
     if await anyio.to_thread.run_sync(load_run_status, engine, run_id) is None:
         raise NotFound(f"run {run_id} not found")
     last = _resume_point(last_event_id_header, last_event_id)
-    stream = follow_batches(engine=engine, broker=_broker(request), last_id=last, run_id=run_id)
-    return _response(request, stream)
+    return _response(request, last_id=last, run_id=run_id)
 
 
-@router.get("/events", response_class=EventSourceResponse, responses=_SSE_DOC)
+@router.get("/events", response_class=EventStreamResponse, responses=_SSE_DOC)
 async def all_events(
     request: Request,
     workflow_id: Annotated[str | None, Query(description="Only runs of this workflow.")] = None,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """Follow every run (or one workflow's): live events, after stored ones when resuming."""
     resume = last_event_id_header if last_event_id_header is not None else last_event_id
     # Without a resume point this stream starts now; replaying all history would be unbounded.
     last = resume if resume is not None else await _newest_event_id(_engine(request))
-    stream = follow_batches(
-        engine=_engine(request), broker=_broker(request), last_id=last, workflow_id=workflow_id
-    )
-    return _response(request, stream)
+    return _response(request, last_id=last, workflow_id=workflow_id)
 
 
 def _resume_point(header: int | None, query: int | None) -> int:
