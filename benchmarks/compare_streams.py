@@ -3,16 +3,19 @@
 5. 1, 100 and 1,000 SSE subscribers on one run. Every stream opens while InvokeAI's processor
    is paused and has read its first event before the run is let go, so all of them are live
    when the nodes complete. The delay of each ``node.completed`` on each stream is measured from
-   InvokeAI's own ``invocation_complete`` (an independent Socket.IO listener, same clock).
-   The readers are bare asyncio connections (not an HTTP client) sharing one process and
-   event loop, so at 1,000 streams a part of the measured delay is still the readers' own
-   work on the same 2 cores; see benchmarks/README.md.
+   InvokeAI's own ``invocation_complete`` (an independent Socket.IO listener, same clock) to
+   the moment the bytes of that event reached the reader's process. The readers are bare
+   ``asyncio.Protocol`` connections sharing one process and event loop: ``data_received``
+   only stamps the time and keeps the bytes, which are parsed after the run, so the readers'
+   own parsing is not counted as the gateway's delay; see benchmarks/README.md.
 6. A 20 MB PNG through the gateway and directly (reuses gateway_bench's helpers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import threading
 import time
@@ -58,37 +61,82 @@ class FanOut:
     streams: int = 0
 
 
-async def _follow(gateway: str, path: str, ready: asyncio.Semaphore) -> list[Received]:
-    """(event, node or item id, perf_counter when read) for every event of one run's stream.
+TERMINAL_MARKS = (b"event: run.succeeded", b"event: run.failed", b"event: run.canceled")
+BODY_END = b"\r\n0\r\n\r\n"  # the last chunk of a chunked body: the stream has ended
 
-    A bare asyncio reader, not httpx: with 1,000 streams in one process, a full HTTP client's
-    per-event cost would be measured as the gateway's delay. The gateway sends each event in
-    one chunk of the chunked body, so its lines arrive whole; chunk-size lines and comments
-    never start with ``event:`` or ``data:``.
+
+class _StreamReader(asyncio.Protocol):
+    """One SSE connection that only stamps and keeps what arrives; parsing comes later.
+
+    With 1,000 streams in one process, whatever a reader does per event delays the readers
+    after it; a reader that split lines and decoded JSON before stamping counted that work
+    (and the wait behind other streams' work) as the gateway's delay.
     """
-    url = httpx.URL(gateway)
-    reader, writer = await asyncio.open_connection(url.host, url.port)
-    request = f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nAccept: text/event-stream\r\n\r\n"
-    writer.write(request.encode())
+
+    def __init__(self, request: bytes, ready: asyncio.Semaphore) -> None:
+        self.request = request
+        self.ready = ready
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.chunks: list[tuple[float, bytes]] = []
+        self._tail = b""
+        self._first = False
+        self._terminal = False
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append((time.perf_counter(), data))
+        scan = self._tail + data  # markers may straddle two reads
+        self._tail = scan[-40:]
+        if not self._first and b"\ndata:" in scan:
+            self._first = True
+            self.ready.release()
+        self._terminal = self._terminal or any(m in scan for m in TERMINAL_MARKS)
+        if self._terminal and BODY_END in scan and self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def parse_stream(chunks: list[tuple[float, bytes]]) -> list[Received]:
+    """(event, node or item id, arrival time) per event: the time of the read that completed
+    its ``data:`` line. Chunk-size lines and comments never start with ``event:``/``data:``."""
+    body = b"".join(data for _, data in chunks)
+    ends = list(itertools.accumulate(len(data) for _, data in chunks))
     got: list[Received] = []
-    name = ""
-    try:
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            pass  # the response head
-        while line := await reader.readline():
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode()
-            elif line.startswith(b"data:"):
-                now = time.perf_counter()
-                data = json.loads(line[5:]).get("data", {})
-                got.append((name, str(data.get("node_id") or data.get("item_id") or ""), now))
-                if len(got) == 1:
-                    ready.release()
-                if name in ("run.succeeded", "run.failed", "run.canceled"):
-                    break
-    finally:
-        writer.close()
+    name, pos = "", body.find(b"\r\n\r\n") + 4  # after the response head
+    while (newline := body.find(b"\n", pos)) >= 0:
+        line, pos = body[pos:newline], newline + 1
+        if line.startswith(b"event:"):
+            name = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            arrived = chunks[bisect.bisect_right(ends, newline)][0]
+            data = json.loads(line[5:]).get("data", {})
+            got.append((name, str(data.get("node_id") or data.get("item_id") or ""), arrived))
+            if name in ("run.succeeded", "run.failed", "run.canceled"):
+                break
     return got
+
+
+async def _follow(gateway: str, path: str, ready: asyncio.Semaphore) -> list[Received]:
+    """(event, node or item id, perf_counter at arrival) for every event of one run's stream."""
+    url = httpx.URL(gateway)
+    request = f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nAccept: text/event-stream\r\n\r\n"
+    loop = asyncio.get_running_loop()
+    transport, reader = await loop.create_connection(
+        lambda: _StreamReader(request.encode(), ready), url.host, url.port or 80
+    )
+    try:
+        await reader.done
+    finally:
+        transport.close()
+    return parse_stream(reader.chunks)
 
 
 async def _one_run(
