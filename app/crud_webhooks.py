@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, or_
-from sqlalchemy.engine import Engine
+from sqlalchemy import select as core_select
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from app.models import Run, RunEvent, utcnow
@@ -49,7 +51,10 @@ __all__ = [
 # made by another process on the same database is seen within this time).
 SUBSCRIPTIONS_TTL_SECONDS = 2.0
 _EVENT_TABLE: Table = RunEvent.__table__  # type: ignore[attr-defined]
+_RUN_TABLE: Table = Run.__table__  # type: ignore[attr-defined]
+_DELIVERY_TABLE: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _INSERT_EVENT = insert(_EVENT_TABLE)
+_INSERT_DELIVERY = insert(_DELIVERY_TABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,15 @@ class _Subscription:
     workflow_id: str | None
 
 
+_SUBSCRIPTION_TABLE: Table = WebhookSubscription.__table__  # type: ignore[attr-defined]
+_ALL_SUBSCRIPTIONS = core_select(
+    _SUBSCRIPTION_TABLE.c.id,
+    _SUBSCRIPTION_TABLE.c.url,
+    _SUBSCRIPTION_TABLE.c.event_types,
+    _SUBSCRIPTION_TABLE.c.workflow_id,
+).order_by(_SUBSCRIPTION_TABLE.c.created_at, _SUBSCRIPTION_TABLE.c.id)
+
+
 class _SubscriptionCache:
     """Every standing subscription of one database, oldest first, read at most every TTL."""
 
@@ -84,15 +98,13 @@ class _SubscriptionCache:
         with self._lock:
             self._rows = None
 
-    def matching(self, session: Session, workflow_id: str, name: str) -> list[_Subscription]:
+    def matching(self, connection: Connection, workflow_id: str, name: str) -> list[_Subscription]:
         """The subscriptions that want event ``name`` of a run of ``workflow_id``."""
         with self._lock:
             rows = self._rows
             if rows is None or time.monotonic() - self._read_at > SUBSCRIPTIONS_TTL_SECONDS:
-                rows = self._rows = [
-                    _Subscription(r.id, r.url, r.event_types, r.workflow_id)
-                    for r in list_subscriptions(session=session)
-                ]
+                found = connection.execute(_ALL_SUBSCRIPTIONS)
+                rows = self._rows = [_Subscription(*r) for r in found]
                 self._read_at = time.monotonic()
         return [
             r for r in rows if r.workflow_id in (None, workflow_id) and wants(name, r.event_types)
@@ -102,8 +114,8 @@ class _SubscriptionCache:
 _CACHES: weakref.WeakKeyDictionary[Engine, _SubscriptionCache] = weakref.WeakKeyDictionary()
 
 
-def _subscriptions(session: Session) -> _SubscriptionCache:
-    engine = session.get_bind()
+def _subscriptions(holder: Session | Connection) -> _SubscriptionCache:
+    engine = holder.get_bind() if isinstance(holder, Session) else holder.engine
     assert isinstance(engine, Engine)
     cache = _CACHES.get(engine)
     if cache is None:
@@ -183,82 +195,85 @@ def delete_subscription(*, session: Session, subscription: WebhookSubscription) 
 # -- the outbox -----------------------------------------------------------------------------
 
 
-def _run_columns(run: Run) -> dict[str, Any]:
-    return run.model_dump()
+def _run_columns(connection: Connection, run_id: str) -> dict[str, Any] | None:
+    row = connection.execute(core_select(_RUN_TABLE).where(_RUN_TABLE.c.id == run_id)).first()
+    return dict(row._mapping) if row is not None else None
 
 
-def _targets(session: Session, run: Run, name: str) -> list[tuple[str, str | None]]:
+def _targets(
+    connection: Connection, run: Mapping[str, Any], name: str
+) -> list[tuple[str, str | None]]:
     """(url, subscription id) of every target that wants event ``name`` of ``run``."""
     targets: list[tuple[str, str | None]] = []
-    if run.webhook_url and wants(name, run.webhook_events):
-        targets.append((run.webhook_url, None))
-    for sub in _subscriptions(session).matching(session, run.workflow_id, name):
+    if run.get("webhook_url") and wants(name, run.get("webhook_events")):
+        targets.append((run["webhook_url"], None))
+    for sub in _subscriptions(connection).matching(connection, run["workflow_id"], name):
         targets.append((sub.url, sub.id))
     return targets
 
 
 def add_run_event_with_deliveries(
     *,
-    session: Session,
+    connection: Connection,
     run_id: str,
     workflow_id: str,
     event_type: str,
     data: dict[str, Any],
-    run: Run | None = None,
-    commit: bool = True,
+    run: Mapping[str, Any] | None = None,
 ) -> StoredEvent:
     """Store one run event and, in the same transaction, the deliveries it causes.
 
-    ``run``, when the caller holds it already, saves reading the row again; with
-    ``commit=False`` the caller commits (and so may put more in the same transaction).
-    The event goes in with one Core INSERT (no ORM unit of work: this runs for every
-    event of every run, on the event loop).
+    The caller owns the transaction (``with engine.begin() as connection``) and may put
+    more in it. ``run``, the run's columns when the caller holds them already, saves
+    reading the row again. Plain Core statements, no ORM session: this runs for every
+    event of every run, on the event loop, between InvokeAI's event and the SSE streams.
     """
     created_at = utcnow()
     values: dict[str, Any] = {"run_id": run_id, "workflow_id": workflow_id}
     values |= {"event_type": event_type, "data": data, "created_at": created_at}
-    key = session.connection().execute(_INSERT_EVENT, values).inserted_primary_key
+    key = connection.execute(_INSERT_EVENT, values).inserted_primary_key
     assert key is not None
     row = StoredEvent(id=int(key[0]), **values)
     name = event_name_for(event_type)
-    if name is not None and run is None:
-        run = session.get(Run, run_id)
-    if name is not None and run is not None:
-        targets = _targets(session, run, name)
-        if targets:
-            payload = build_payload(
-                event_type=event_type,
-                event_id=row.id,
-                event_time=row.created_at,
-                event_data=data,
-                run=_run_columns(run),
-            )
-            for url, subscription_id in targets:
-                session.add(_delivery(row, run_id, url, subscription_id, event_type, payload))
-    if commit:
-        session.commit()
-    else:
-        session.flush()
+    if name is None:
+        return row
+    columns = run if run is not None else _run_columns(connection, run_id)
+    targets = _targets(connection, columns, name) if columns is not None else []
+    if targets:
+        assert columns is not None
+        payload = build_payload(
+            event_type=event_type,
+            event_id=row.id,
+            event_time=row.created_at,
+            event_data=data,
+            run=columns,
+        )
+        deliveries = [_delivery(row, url, subscription, payload) for url, subscription in targets]
+        connection.execute(_INSERT_DELIVERY, deliveries)
     return row
 
 
 def _delivery(
-    event: StoredEvent,
-    run_id: str,
-    url: str,
-    subscription_id: str | None,
-    event_type: str,
-    payload: dict[str, Any],
-) -> WebhookDelivery:
-    return WebhookDelivery(
-        run_id=run_id,
-        subscription_id=subscription_id,
-        run_event_id=event.id,
-        url=url,
-        event_type=event_type,
-        payload=payload,
-        next_attempt_at=utcnow(),
-    )
+    event: StoredEvent, url: str, subscription_id: str | None, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """A pending delivery row, due now, with every column set (a Core insert)."""
+    now = utcnow()
+    return {
+        "id": str(uuid.uuid4()),
+        "run_id": event.run_id,
+        "subscription_id": subscription_id,
+        "run_event_id": event.id,
+        "url": url,
+        "event_type": event.event_type,
+        "payload": payload,
+        "status": DeliveryStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_status_code": None,
+        "last_error": None,
+        "created_at": now,
+        "delivered_at": None,
+    }
 
 
 def copy_delivery(*, session: Session, delivery: WebhookDelivery) -> WebhookDelivery:

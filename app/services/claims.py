@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -98,14 +98,14 @@ def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
 
 
 def _mark_queued(
-    session: Session, run_id: str, item_id: int, inputs: dict[str, Any] | None
+    connection: Connection, run_id: str, item_id: int, inputs: dict[str, Any] | None
 ) -> bool:
     """The UPDATE that moves a ``submitting`` row to ``queued``; False when it was not one."""
     params: dict[str, Any] = {"run_id": run_id, "new_item_id": item_id}
     statement = _MARK_QUEUED
     if inputs is not None:
         statement, params["new_inputs"] = _MARK_QUEUED_WITH_INPUTS, inputs
-    result = session.connection().execute(statement, params)
+    result = connection.execute(statement, params)
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -113,10 +113,12 @@ def mark_queued(
     engine: Engine, run_id: str, item_id: int, inputs: dict[str, Any] | None = None
 ) -> Run | None:
     """Move a ``submitting`` row to ``queued``; None when it was no longer ``submitting``."""
+    with engine.begin() as connection:
+        moved = _mark_queued(connection, run_id, item_id, inputs)
+    if not moved:
+        return None
     with Session(engine, expire_on_commit=False) as session:
-        moved = _mark_queued(session, run_id, item_id, inputs)
-        session.commit()
-        return session.get(Run, run_id) if moved else None
+        return session.get(Run, run_id)
 
 
 def mark_queued_with_event(
@@ -131,23 +133,22 @@ def mark_queued_with_event(
 
     ``run`` is the claim as inserted by this process; it is updated in place to match the row.
     """
-    with Session(engine, expire_on_commit=False) as session:
-        if not _mark_queued(session, run.id, item_id, inputs):
-            session.rollback()
+    with engine.connect() as connection:
+        if not _mark_queued(connection, run.id, item_id, inputs):
+            connection.rollback()
             return None
         run.status, run.item_id = RunStatus.queued.value, item_id
         if inputs is not None:
             run.inputs = inputs
         row = crud_webhooks.add_run_event_with_deliveries(
-            session=session,
+            connection=connection,
             run_id=run.id,
             workflow_id=run.workflow_id,
             event_type="run.queued",
             data=event_data,
-            run=run,
-            commit=False,
+            run=run.model_dump(),
         )
-        session.commit()
+        connection.commit()
         return row
 
 

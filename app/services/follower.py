@@ -183,9 +183,9 @@ class RunFollower:
         self, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
     ) -> None:
         """Store the event with its webhook deliveries (one transaction), then publish it."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self.engine.begin() as connection:
             row = crud_webhooks.add_run_event_with_deliveries(
-                session=session,
+                connection=connection,
                 run_id=run_id,
                 workflow_id=workflow_id,
                 event_type=event_type,

@@ -9,13 +9,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from app import crud
+from app import crud, crud_webhooks
 from app.api.deps import WorkflowCache
 from app.core.db import make_engine
 from app.models import Run, RunEvent, RunStatus, Workflow
 from app.services import claims
 from app.services.claims import SUBMITTING, Claim
-from app.webhook_models import WebhookDelivery
+from app.webhook_models import WebhookDelivery, WebhookSubscription
 
 
 def database(tmp_path: Path) -> Engine:
@@ -103,3 +103,57 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
         assert current is not None
         crud.delete_workflow(session=session, workflow=current)
     assert cache.load(engine, "wf") is None
+
+
+def _deliveries(engine: Engine) -> list[tuple[str, str | None, str]]:
+    with Session(engine) as session:
+        rows = session.exec(select(WebhookDelivery)).all()
+        return [(d.url, d.subscription_id, d.event_type) for d in rows]
+
+
+def _emit(engine: Engine, run: Run, event_type: str) -> int:
+    with engine.begin() as connection:
+        row = crud_webhooks.add_run_event_with_deliveries(
+            connection=connection,
+            run_id=run.id,
+            workflow_id=run.workflow_id,
+            event_type=event_type,
+            data={"percentage": 0.5},
+        )
+    return row.id
+
+
+def test_standing_subscriptions_are_seen_at_once_after_each_change(tmp_path: Path) -> None:
+    engine = database(tmp_path)
+    run = claim()
+    assert claims.claim_run(engine, run) is Claim.CLAIMED
+    _emit(engine, run, "run.succeeded")  # no subscription yet: no delivery
+    with Session(engine, expire_on_commit=False) as session:
+        everything = crud_webhooks.create_subscription(
+            session=session, url="https://a.example/hook", event_types=None, workflow_id=None
+        )
+        crud_webhooks.create_subscription(
+            session=session, url="https://b.example/hook", event_types=None, workflow_id="other"
+        )
+        crud_webhooks.create_subscription(
+            session=session,
+            url="https://c.example/hook",
+            event_types=["progress"],
+            workflow_id="wf",
+        )
+    event_id = _emit(engine, run, "run.succeeded")
+    assert _deliveries(engine) == [("https://a.example/hook", everything.id, "run.succeeded")]
+    _emit(engine, run, "node.progress")
+    assert [d[0] for d in _deliveries(engine)][1:] == ["https://c.example/hook"]
+    _emit(engine, run, "node.completed")  # never delivered
+    assert len(_deliveries(engine)) == 2
+    with Session(engine) as session:
+        stored = session.get(WebhookSubscription, everything.id)
+        assert stored is not None
+        crud_webhooks.delete_subscription(session=session, subscription=stored)
+    _emit(engine, run, "run.succeeded")  # the deleted subscription is not used any more
+    assert len(_deliveries(engine)) == 2
+    with Session(engine) as session:
+        first = session.exec(select(WebhookDelivery)).first()
+        assert first is not None and first.run_event_id == event_id
+        assert first.payload["data"]["run_id"] == run.id
