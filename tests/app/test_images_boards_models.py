@@ -114,6 +114,36 @@ async def test_a_caller_leaving_mid_download_leaves_the_gateway_serving(
     assert len(whole.content) == int(whole.headers["content-length"]) > 2_000_000
 
 
+async def test_a_revalidated_image_is_not_sent_again(http: httpx.AsyncClient) -> None:
+    name = (await upload(http, png_bytes())).json()["image_name"]
+    full = await http.get(f"/images/{name}")
+    thumb = await http.get(f"/images/{name}", params={"thumbnail": "1"})
+    etag, thumb_etag = full.headers["etag"], thumb.headers["etag"]
+    assert etag.startswith('W/"') and etag != thumb_etag
+    assert full.headers["cache-control"]  # InvokeAI's, passed on
+
+    again = await http.get(f"/images/{name}", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+    assert again.headers["cache-control"] == full.headers["cache-control"]
+    listed = await http.get(
+        f"/images/{name}",
+        params={"thumbnail": "1"},
+        headers={"if-none-match": f'"other", {thumb_etag.removeprefix("W/")}'},
+    )
+    assert listed.status_code == 304
+    # Another tag, or the thumbnail's tag for the full image: the image itself.
+    for other in ('W/"other"', thumb_etag):
+        changed = await http.get(f"/images/{name}", headers={"if-none-match": other})
+        assert changed.status_code == 200 and changed.content == full.content
+
+
+async def test_revalidating_an_unknown_image_is_404(http: httpx.AsyncClient) -> None:
+    response = await http.get("/images/no-such-image.png", headers={"if-none-match": "*"})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
 async def test_thumbnail(http: httpx.AsyncClient) -> None:
     name = (await upload(http, png_bytes(300))).json()["image_name"]
     thumb = await http.get(f"/images/{name}", params={"thumbnail": "1"})

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
@@ -177,6 +177,7 @@ async def _board_handle(repo: Any, board_id: str | None) -> Any:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The image file."},
+        304: {"description": "The image named by If-None-Match is still there."},
         404: {"description": "No image has this name."},
     },
 )
@@ -184,9 +185,16 @@ async def download_image(
     request: Request,
     image_name: str,
     thumbnail: Annotated[bool, Query(description="The WEBP thumbnail instead.")] = False,
-) -> StreamingResponse:
-    """Stream an image from InvokeAI: the full PNG, or the thumbnail with ``?thumbnail=1``."""
+) -> Response:
+    """Stream an image from InvokeAI: the full PNG, or the thumbnail with ``?thumbnail=1``.
+
+    Answers carry an ``ETag``; a request whose ``If-None-Match`` names it gets 304 once
+    InvokeAI confirms the image still exists (a HEAD, no body sent either way).
+    """
     path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
+    etag = _etag(image_name, thumbnail)
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return await _not_modified(request, path, image_name, etag)
     stack = contextlib.AsyncExitStack()
     try:
         # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
@@ -200,8 +208,36 @@ async def download_image(
         await stack.aclose()
         raise
     headers = {k: upstream_headers[k] for k in RELAYED_HEADERS if k in upstream_headers}
+    headers["etag"] = etag
     media_type = headers.pop("content-type", "application/octet-stream")
     return RelayResponse(chunks, stack, media_type=media_type, headers=headers)
+
+
+def _etag(image_name: str, thumbnail: bool) -> str:
+    # InvokeAI names every image with a fresh UUID and never rewrites the file, so the name
+    # identifies the bytes; a thumbnail may be made again, hence weak tags.
+    return f'W/"{image_name}{"-thumbnail" if thumbnail else ""}"'
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of ``If-None-Match`` with our tag."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+async def _not_modified(request: Request, path: str, image_name: str, etag: str) -> Response:
+    try:
+        head = await _client(request)._http.request("HEAD", path)
+    except NotFoundError as exc:
+        raise NotFound(f"image {image_name} not found") from exc
+    headers = {"etag": etag}
+    if "cache-control" in head.headers:
+        headers["cache-control"] = head.headers["cache-control"]
+    return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
 
 class RelayResponse(StreamingResponse):
