@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -29,6 +30,7 @@ __all__ = [
     "SettingsDep",
     "WorkflowDep",
     "WorkflowToRunDep",
+    "workflow_cache",
 ]
 
 
@@ -95,27 +97,55 @@ _HEAD = select(_WORKFLOWS.c.version, _WORKFLOWS.c.deleted_at).where(
 )
 
 
+# How long the current version of a workflow is taken from memory. Changes made through
+# this process (PUT, DELETE) are seen at once; this bounds how late one made by another
+# process on the same database is seen.
+HEAD_TTL_SECONDS = 1.0
+
+
 class WorkflowCache:
     """Workflows by (id, version): a version's content never changes, so an entry never goes
-    stale; which version is current (and whether the workflow was deleted) is read each time.
+    stale. Which version is current (and whether the workflow was deleted) is read from the
+    database at most every ``HEAD_TTL_SECONDS``, and again at once after ``forget``.
     """
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
         self._rows: dict[tuple[str, int], Workflow] = {}
+        self._heads: dict[str, tuple[float, int]] = {}  # id -> (read at, current version)
 
-    def load(self, engine: Engine, workflow_id: str) -> Workflow | None:
-        """The current, not deleted workflow, reading its (large) definition only once."""
+    def forget(self, workflow_id: str) -> None:
+        """Read the current version again next time (the workflow changed or was deleted)."""
+        self._heads.pop(workflow_id, None)
+
+    def _version(self, engine: Engine, workflow_id: str) -> int | None:
+        """The current version of a workflow not deleted, or None."""
+        now = time.monotonic()
+        cached = self._heads.get(workflow_id)
+        if cached is not None and now - cached[0] < HEAD_TTL_SECONDS:
+            return cached[1]
         with engine.connect() as connection:
             head = connection.execute(_HEAD, {"workflow_id": workflow_id}).first()
         if head is None or head[1] is not None:
+            self._heads.pop(workflow_id, None)
             return None
-        key = (workflow_id, int(head[0]))
+        if len(self._heads) >= self.size:
+            del self._heads[next(iter(self._heads))]
+        self._heads[workflow_id] = (now, int(head[0]))
+        return int(head[0])
+
+    def load(self, engine: Engine, workflow_id: str) -> Workflow | None:
+        """The current, not deleted workflow, reading its (large) definition only once."""
+        version = self._version(engine, workflow_id)
+        if version is None:
+            return None
+        key = (workflow_id, version)
         workflow = self._rows.get(key)
         if workflow is None:
             with Session(engine, expire_on_commit=False) as session:
                 workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
-            if workflow is None or workflow.version != key[1]:
+            if workflow is None or workflow.version != version:
+                self.forget(workflow_id)
                 return workflow  # changed meanwhile: use it, do not keep it
             if len(self._rows) >= self.size:
                 del self._rows[next(iter(self._rows))]
@@ -123,18 +153,23 @@ class WorkflowCache:
         return workflow
 
 
-async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
-    """The workflow named in the path, or 404, read on the event loop.
-
-    One small read on SQLite takes less time than the hops to a worker thread that sync
-    dependencies cost (the session and the loader), and the definition comes from memory:
-    this is on the path of every ``POST /workflows/{id}/runs``.
-    """
+def workflow_cache(request: Request) -> WorkflowCache:
+    """The application's cache of workflows to run (made on first use)."""
     state = request.app.state
     cache: WorkflowCache | None = getattr(state, "workflow_cache", None)
     if cache is None:
         cache = state.workflow_cache = WorkflowCache()
-    workflow = cache.load(state.engine, workflow_id)
+    return cache
+
+
+async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
+    """The workflow named in the path, or 404, read on the event loop.
+
+    At most one small read on SQLite (see ``WorkflowCache``), which takes less time than the
+    hops to a worker thread that sync dependencies cost, and the definition comes from
+    memory: this is on the path of every ``POST /workflows/{id}/runs``.
+    """
+    workflow = workflow_cache(request).load(request.app.state.engine, workflow_id)
     if workflow is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return workflow

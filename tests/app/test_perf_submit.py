@@ -6,10 +6,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from app import crud, crud_webhooks
+from app.api import deps
 from app.api.deps import WorkflowCache
 from app.core.db import make_engine
 from app.models import Run, RunEvent, RunStatus, Workflow
@@ -95,6 +97,9 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
             inputs=[],
             fingerprint="",
         )
+    # Within the TTL the version in memory is used, until the change is told (the routes do).
+    assert cache.load(engine, "wf") is first
+    cache.forget("wf")
     second = cache.load(engine, "wf")
     assert second is not None and second.version == 2
     assert second.definition == {"nodes": [], "v": 2}
@@ -102,6 +107,21 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
         current = crud.get_workflow(session=session, workflow_id="wf")
         assert current is not None
         crud.delete_workflow(session=session, workflow=current)
+    cache.forget("wf")
+    assert cache.load(engine, "wf") is None
+
+
+def test_a_change_by_another_process_is_seen_after_the_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = database(tmp_path)
+    cache = WorkflowCache()
+    assert cache.load(engine, "wf") is not None
+    with Session(engine, expire_on_commit=False) as session:
+        current = crud.get_workflow(session=session, workflow_id="wf")
+        assert current is not None
+        crud.delete_workflow(session=session, workflow=current)  # nobody tells the cache
+    monkeypatch.setattr(deps, "HEAD_TTL_SECONDS", 0.0)
     assert cache.load(engine, "wf") is None
 
 

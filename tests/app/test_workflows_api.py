@@ -87,8 +87,22 @@ async def test_put_makes_a_new_version_and_reports_moved_indices(
     assert body["input_changes"]["vanished"] == body["input_changes"]["appeared"] == []
 
 
+async def test_a_new_version_is_run_at_once_after_runs_of_the_old_one(
+    http: httpx.AsyncClient, shared_workflows_dir: Path
+) -> None:
+    original = load_json(shared_workflows_dir / "join_three_legacy.json")
+    created = await register(http, original)
+    first = await http.post(f"/workflows/{created['id']}/runs", json={"inputs": {}})
+    assert first.status_code == 202 and first.json()["workflow_version"] == 1
+    assert (await http.put(f"/workflows/{created['id']}", json=original)).status_code == 200
+    second = await http.post(f"/workflows/{created['id']}/runs", json={"inputs": {}})
+    assert second.status_code == 202 and second.json()["workflow_version"] == 2
+
+
 async def test_delete_then_unknown(http: httpx.AsyncClient, shared_workflows_dir: Path) -> None:
     created = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+    ran = await http.post(f"/workflows/{created['id']}/runs", json={"inputs": {}})
+    assert ran.status_code == 202, ran.text  # the workflow is now cached for runs
     assert (await http.delete(f"/workflows/{created['id']}")).status_code == 204
     for response in (
         await http.get(f"/workflows/{created['id']}"),

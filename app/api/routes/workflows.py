@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.datastructures import UploadFile
 
 from app import crud
-from app.api.deps import ClientDep, SessionDep, SettingsDep, WorkflowDep
+from app.api.deps import ClientDep, SessionDep, SettingsDep, WorkflowDep, workflow_cache
 from app.api.limits import read_body_limited
 from app.core.errors import WorkflowInvalid
 from app.models import (
@@ -180,6 +180,7 @@ async def replace_workflow(
         inputs=described.inputs,
         fingerprint=described.fingerprint,
     )
+    workflow_cache(request).forget(updated.id)  # runs from now on use the new version
     changes = InputChanges(**input_changes(previous_inputs, described.inputs))
     return {
         **workflow_public(updated),
@@ -189,7 +190,8 @@ async def replace_workflow(
 
 
 @router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-def delete_workflow(workflow: WorkflowDep, session: SessionDep) -> Response:
+def delete_workflow(request: Request, workflow: WorkflowDep, session: SessionDep) -> Response:
     """Delete a workflow (its runs stay in the history)."""
     crud.delete_workflow(session=session, workflow=workflow)
+    workflow_cache(request).forget(workflow.id)  # no run starts from it from now on
     return Response(status_code=status.HTTP_204_NO_CONTENT)
