@@ -120,7 +120,7 @@ class Subscription:
 
     @property
     def closed(self) -> bool:
-        """True once the broker closed this subscription (server shutdown)."""
+        """True once the broker closed this subscription (server shutdown) or it was left."""
         return self._closed
 
     @property
@@ -351,13 +351,18 @@ class InMemoryEventBroker(EventBroker):
 
     def _end_round(self, key: Key, work: _Round) -> None:
         members = self._members(key)
+        # Forget what every reader has had: under a steady flow of events the log never
+        # empties, and must not grow.
+        had = min((r.log_position for r in members), default=len(work.log))
+        if had:
+            del work.log[:had]
+            for reader in members:
+                reader.log_position -= had
         behind = [r for r in members if r.log_position < len(work.log)]
-        if behind:  # events were logged during the round, or readers came
+        if behind:  # events were logged during the round
             work.readers, work.next = behind, 0
-            return
-        del self._rounds[key]  # everyone has everything: the log starts over
-        for reader in members:
-            reader.log_position = 0
+        else:
+            del self._rounds[key]  # everyone has everything
 
     @contextlib.asynccontextmanager
     async def subscribe(

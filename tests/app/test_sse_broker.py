@@ -245,3 +245,21 @@ async def test_a_reader_that_subscribes_or_leaves_during_a_fan_out() -> None:
             await settle()
     assert late == [2]
     assert early.count(1) == early.count(2) == DELIVERY_SLICE * 2
+
+
+async def test_a_steady_flow_of_events_keeps_the_log_short() -> None:
+    broker = InMemoryEventBroker()
+    readers = DELIVERY_SLICE * 3  # a round takes three loop iterations
+    received: list[list[int]] = [[] for _ in range(readers)]
+    longest = 0
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(readers):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+            assert sub.attach(lambda events, n=n: received[n].extend(e["id"] for e in events))
+        for i in range(1, 301):  # one new event per loop iteration: every round gets more
+            await broker.publish(make_event(i))
+            await asyncio.sleep(0)
+            longest = max(longest, *(len(w.log) for w in broker._rounds.values()))
+        await settle()
+    assert all(r == list(range(1, 301)) for r in received)
+    assert longest < 20  # what one round lets pile up, not everything published
