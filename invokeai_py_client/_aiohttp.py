@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "aiohttp_errors_as_httpx", "arrived_chunks", "exact_chunks"]
+__all__ = [
+    "AiohttpTransport",
+    "aiohttp_errors_as_httpx",
+    "arrived_chunks",
+    "client_timeout",
+    "exact_chunks",
+]
 
 
 class _AiohttpBody(httpx.AsyncByteStream):
@@ -46,6 +52,13 @@ def aiohttp_errors_as_httpx() -> Iterator[None]:
         raise httpx.ConnectError(str(exc) or repr(exc)) from exc
     except aiohttp.ClientError as exc:
         raise httpx.ReadError(str(exc) or repr(exc)) from exc
+
+
+def client_timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """``HttpCore``'s timeout for a request sent by aiohttp directly (connect: 5 s at most)."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=seconds, sock_connect=min(seconds or 5.0, 5.0), sock_read=seconds
+    )
 
 
 def _client_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:

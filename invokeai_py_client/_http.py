@@ -29,7 +29,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
-from ._aiohttp import AiohttpTransport, aiohttp_errors_as_httpx, arrived_chunks, exact_chunks
+from ._aiohttp import (
+    AiohttpTransport,
+    aiohttp_errors_as_httpx,
+    arrived_chunks,
+    client_timeout,
+    exact_chunks,
+)
 from ._retry import backoff, is_idempotent, parse_retry_after, should_retry_status
 from ._types import NOT_GIVEN, NotGiven
 from .exceptions import (
@@ -238,11 +244,11 @@ class HttpCore:
         files: Any,
         timeout: float | NotGiven | None,
     ) -> httpx.Response:
-        client = self._client()
         if params is None and files is None:
-            transport = client._transport_for_url(httpx.URL(url))
-            if isinstance(transport, AiohttpTransport):
+            transport = self._raw_transport()  # every URL here is on the base URL's host
+            if transport is not None:
                 return await self._send_plain(transport, method, url, json_body, timeout)
+        client = self._client()
         extra: dict[str, Any] = {}
         if not isinstance(timeout, NotGiven):
             extra["timeout"] = timeout
@@ -283,11 +289,8 @@ class HttpCore:
         if json_body is not None:
             headers["Content-Type"] = "application/json"
             body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
-        connect = min(seconds or 5.0, 5.0)
-        limits = aiohttp.ClientTimeout(
-            total=None, connect=seconds, sock_connect=connect, sock_read=seconds
-        )
         session = transport.open_session()
+        limits = client_timeout(seconds)
         with map_transport_errors(url), aiohttp_errors_as_httpx():
             async with session.request(
                 method, url, data=body, headers=headers, allow_redirects=False, timeout=limits
@@ -371,10 +374,7 @@ class HttpCore:
         """One GET through aiohttp: the open response on 2xx, else the failure, body read."""
         # Identity: the bytes relayed are the body itself (images are compressed already).
         headers = {**self.auth_headers(), "Accept-Encoding": "identity"}
-        connect = min(self.timeout or 5.0, 5.0)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.timeout, sock_connect=connect, sock_read=self.timeout
-        )
+        timeout = client_timeout(self.timeout)
         with map_transport_errors(url), aiohttp_errors_as_httpx():
             response = await session.get(
                 url,
