@@ -171,6 +171,11 @@ class Connection:
 
     At most one send is in flight: after ``write_now`` returned False, ``finish`` must be
     awaited (by the stream's task) before the next write.
+
+    ``write_now`` runs from the broker's callback, outside the stream's task, so the send
+    chain must be plain coroutines, as uvicorn's send and pure ASGI middleware are (ours and
+    Starlette's CORS). A wrapper that needs its own task (``BaseHTTPMiddleware``'s memory
+    streams, anyio cancel scopes) would fail there: the broker logs it and ends that stream.
     """
 
     def __init__(self, send: Send, *, send_timeout: float) -> None:
