@@ -155,8 +155,10 @@ class Run(SQLModel, table=True):
     workflow_version: int
     inputs: dict[str, Any] = _json(nullable=False)
     board_id: str | None = None
-    batch_id: str | None = Field(default=None, index=True)
-    item_id: int | None = Field(default=None, index=True)
+    # Not indexed: runs are found by batch or item on InvokeAI's side, never here, and every
+    # index costs each submission's two writes a page more.
+    batch_id: str | None = None
+    item_id: int | None = None
     session_id: str | None = None
     status: str = Field(default=RunStatus.queued.value, index=True)
     created_at: datetime = _time(index=True, nullable=False)

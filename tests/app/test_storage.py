@@ -82,3 +82,36 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS_DIR.is_relative_to(Path(app.__file__).parent)
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert list((MIGRATIONS_DIR / "versions").glob("*.py"))
+
+
+def _run_indexes(url: str) -> set[str]:
+    return {str(ix["name"]) for ix in inspect(make_engine(url)).get_indexes("run")}
+
+
+def test_the_unused_run_indexes_are_dropped_and_rows_kept_both_ways(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'older.db'}"
+    run_migrations(url, "2b7c91e4f0a1")  # the schema of 2026-11-29
+    assert {"ix_run_batch_id", "ix_run_item_id"} <= _run_indexes(url)
+    with make_engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO workflow (id, name, description, version, definition, "
+                "inputs, fingerprint, created_at, updated_at) VALUES ('wf', '', '', 1, "
+                "'{}', '[]', '', '2026-11-29 10:00:00', '2026-11-29 10:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO run (id, workflow_id, workflow_version, inputs, item_id, "
+                "status, created_at) VALUES ('r', 'wf', 1, '{}', 7, 'queued', "
+                "'2026-11-29 10:00:00')"
+            )
+        )
+    run_migrations(url)
+    assert not {"ix_run_batch_id", "ix_run_item_id"} & _run_indexes(url)
+    assert {"ix_run_status", "ix_run_created_at", "ix_run_cancel_at"} <= _run_indexes(url)
+    with Session(make_engine(url)) as session:
+        run = session.get(Run, "r")
+        assert run is not None and run.item_id == 7
+    command.downgrade(_config(url), "2b7c91e4f0a1")
+    assert {"ix_run_batch_id", "ix_run_item_id"} <= _run_indexes(url)
