@@ -8,6 +8,8 @@ starts anyway and the run service keeps trying to reach it in the background.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ from fastapi import FastAPI
 from app._version import gateway_version
 from app.api.main import api_router
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine, run_migrations
+from app.core.db import checkpoint_forever, make_engine, run_migrations
 from app.core.errors import install_handlers
 from app.core.security import check_bind, install_security
 from app.events import InMemoryEventBroker
@@ -58,12 +60,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhook_worker = WebhookWorker(engine=engine, settings=settings)
         app.state.webhook_worker = webhook_worker
         await webhook_worker.start()
+        checkpointer = asyncio.create_task(checkpoint_forever(engine), name="gateway-wal")
         # Everything made so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise pause every SSE stream at once.
         gc.freeze()
         try:
             yield
         finally:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
             await run_service.stop()
             await webhook_worker.stop()
             await broker.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,29 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "open_session", "run_migrations"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "checkpoint",
+    "checkpoint_forever",
+    "make_engine",
+    "open_session",
+    "run_migrations",
+]
+
+logger = logging.getLogger(__name__)
 
 # Inside the package, so an installed wheel (the Docker image) can migrate its database.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+
+
+# Checkpoints (copying the WAL back into the database, with an fsync) are run by
+# ``checkpoint_forever`` on a worker thread. SQLite's own automatic checkpoint runs inside the
+# commit that crosses its threshold, on the event loop: measured here, it turned a 0.1 ms
+# commit into a 5-17 ms one every few hundred commits. It stays as a safety net only, far above
+# what the background checkpoints let the WAL grow to.
+CHECKPOINT_SECONDS = 1.0
+AUTOCHECKPOINT_PAGES = 20_000  # about 80 MB of WAL
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -24,7 +45,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.close()
+
+
+def checkpoint(engine: Engine) -> tuple[int, int, int] | None:
+    """Copy what the WAL holds into the database without waiting for anyone (PASSIVE).
+
+    Returns SQLite's (busy, frames in the WAL, frames checkpointed), or None when the
+    database is not SQLite.
+    """
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def checkpoint_forever(engine: Engine, interval: float = CHECKPOINT_SECONDS) -> None:
+    """Checkpoint the WAL every ``interval`` seconds on a worker thread (the app's lifespan)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await asyncio.to_thread(checkpoint, engine) is None:
+                return
+        except Exception:  # a busy or locked database: the next round tries again
+            logger.warning("WAL checkpoint failed", exc_info=True)
 
 
 def make_engine(url: str) -> Engine:
