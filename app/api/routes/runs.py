@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import Field, ValidationError
 
 from app import crud
-from app.api.deps import RunDep, RunServiceDep, SessionDep, SettingsDep, WorkflowToRunDep
+from app.api.deps import RunDep, RunServiceDep, SessionDep, WorkflowToRunDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
 from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
@@ -121,7 +121,6 @@ async def create_run(
     request: Request,
     workflow: WorkflowToRunDep,
     service: RunServiceDep,
-    settings: SettingsDep,
     prefer: Annotated[str | None, Header(description="`wait=N`: block up to N s")] = None,
     idempotency_key: Annotated[
         str | None,
@@ -140,17 +139,21 @@ async def create_run(
     ] = None,
 ) -> Response:
     """Run a workflow with values keyed by input index (unset inputs keep their value)."""
+    settings = service.settings  # one dependency less on the path of every submission
     body = await _run_body(request, settings.max_upload_bytes)
     if body.webhook_url:  # 422 before anything is claimed or sent
         await check_target(body.webhook_url, allow_private=settings.webhook_allow_private)
     deadline = cancel_after if cancel_after is not None else body.cancel_after
-    fields = body.model_dump(mode="json") | {"cancel_after": deadline}
+    fingerprint = None
+    if idempotency_key is not None:  # only a request with a key can be replayed
+        fields = body.model_dump(mode="json") | {"cancel_after": deadline}
+        fingerprint = request_hash(workflow.id, fields)
     submission = Submission(
         workflow=workflow,
         inputs=body.inputs,
         board_id=body.board_id,
         key=idempotency_key,
-        request_hash=request_hash(workflow.id, fields),
+        request_hash=fingerprint,
         cancel_after=deadline,
         columns={k: getattr(body, k) for k in EXTRA_COLUMNS if getattr(body, k, None)},
     )
