@@ -237,10 +237,11 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, stream: Stream, *, send_timeout: float) -> None:
+    def __init__(self, stream: Stream, *, send_timeout: float, status_code: int = 200) -> None:
+        # ``status_code`` with its default is also what FastAPI reads to document the route.
         self.stream = stream
         self.send_timeout = send_timeout
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         # Proxies must neither cache nor buffer an event stream.
         self.init_headers(
@@ -248,7 +249,8 @@ class EventStreamResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
         if scope.get("method") == "HEAD":  # headers only: an endless body would never end
             await send(_END)
             return

@@ -19,7 +19,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from sse_starlette.sse import AppStatus
 
 from app.api.routes import events as events_routes
-from tests.app.sse_harness import Harness, running
+from tests.app.sse_harness import Harness, build_app, running
 
 TIMEOUT = httpx.Timeout(10.0)
 
@@ -86,6 +86,13 @@ async def test_headers_and_404(tmp_path: Path) -> None:
     assert done.headers["content-type"].startswith("text/event-stream")
     assert done.headers["x-accel-buffering"] == "no"
     assert done.headers["cache-control"] == "no-store"
+
+
+def test_the_event_routes_are_documented_as_event_streams(tmp_path: Path) -> None:
+    spec = build_app(tmp_path, ping=15, queue_size=4).openapi()
+    for path in ("/runs/{run_id}/events", "/events"):
+        ok = spec["paths"][path]["get"]["responses"]["200"]
+        assert "text/event-stream" in ok["content"]
 
 
 async def test_replay_of_a_finished_run_ends_the_stream(tmp_path: Path) -> None:
