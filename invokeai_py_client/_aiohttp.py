@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 
 __all__ = [
+    "KEEPALIVE_SECONDS",
     "AiohttpTransport",
     "aiohttp_errors_as_httpx",
     "arrived_chunks",
@@ -71,6 +72,12 @@ def _client_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
     )
 
 
+# An idle pooled connection is not reused after this long. InvokeAI's server (uvicorn) closes
+# a connection idle for 5 s; reusing one just as it does resets the request, and an enqueue
+# that fails that way cannot be told from one whose answer was lost (aiohttp keeps 15 s).
+KEEPALIVE_SECONDS = 3.0
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport that sends through one ``aiohttp.ClientSession`` (per event loop).
 
@@ -80,16 +87,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     transports, which httpx mounts ahead of this one.
     """
 
-    def __init__(self, *, verify: bool = True, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        verify: bool = True,
+        max_connections: int = 100,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
         self._verify = verify
         self._max_connections = max_connections
+        self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
 
     def open_session(self) -> aiohttp.ClientSession:
         """The session of this transport (its loop's), opened on first use."""
         if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=self._verify, keepalive_timeout=self._keepalive
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._verify),
+                connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
             )

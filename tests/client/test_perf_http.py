@@ -11,12 +11,14 @@ import asyncio
 import gzip
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from aiohttp import web
 
+from invokeai_py_client._aiohttp import AiohttpTransport
 from invokeai_py_client._http import STREAM_BUFFER_BYTES, HttpCore, is_loopback_url
 from invokeai_py_client.exceptions import APIConnectionError, APITimeoutError, NotFoundError
 
@@ -305,3 +307,45 @@ async def test_plain_request_refused_keeps_the_connect_error_as_cause() -> None:
         await http.post_json("/echo", json_body={})
     await http.aclose_current()
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+async def test_idle_connections_are_not_reused_past_the_keepalive() -> None:
+    # A server that resets a kept-alive connection when a second request comes on it: what a
+    # server closing an idle connection just as the client reuses it looks like. Past the
+    # transport's keep-alive the client opens a new connection instead, so no request is lost.
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = len(served)
+        served.append(0)
+        while await reader.readuntil(b"\r\n\r\n"):
+            if served[connection]:  # a reused connection: reset it
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            served[connection] += 1
+            body = b'{"ok": true}'
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = HttpCore(
+        base_url=f"http://127.0.0.1:{port}",
+        api_prefix="/api/v1",
+        timeout=5,
+        verify=True,
+        max_retries=0,
+        transport=AiohttpTransport(keepalive_seconds=0.05),
+    )
+    try:
+        assert await http.post_json("/enqueue", json_body={}) == {"ok": True}
+        await asyncio.sleep(0.2)  # idle for longer than the keep-alive
+        assert await http.post_json("/enqueue", json_body={}) == {"ok": True}
+    finally:
+        await http.aclose_current()
+        server.close()
+        await server.wait_closed()
+    assert served == [1, 1]  # two connections, one request each
