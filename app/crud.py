@@ -30,7 +30,6 @@ __all__ = [
     "list_unfinished_runs",
     "list_workflows",
     "set_run_columns",
-    "update_run",
 ]
 
 TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -144,19 +143,6 @@ def create_run(*, session: Session, run: Run) -> Run:
 def get_run(*, session: Session, run_id: str) -> Run | None:
     """The run, or None."""
     return session.get(Run, run_id)
-
-
-def update_run(*, session: Session, run_id: str, **changes: Any) -> Run | None:
-    """Set columns of a run; returns the updated row."""
-    run = session.get(Run, run_id)
-    if run is None:
-        return None
-    for key, value in changes.items():
-        setattr(run, key, value)
-    session.add(run)
-    session.commit()
-    session.refresh(run)
-    return run
 
 
 def set_run_columns(engine: Engine, run_id: str, **changes: Any) -> None:
