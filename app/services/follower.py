@@ -46,8 +46,10 @@ logger = logging.getLogger(__name__)
 FAILED_GRACE_SECONDS = 1.0
 EARLY_EVENTS_KEPT = 512
 CONNECT_WAIT_SECONDS = 5.0
-# How often followed runs are re-read from the queue while InvokeAI's events are followed.
-HEALTHY_RECHECK_SECONDS = 60.0
+# How often followed runs are re-read from the queue while InvokeAI's events are followed: a
+# safety net only, yet a load test once saw a run wait a whole minute here for an end whose
+# event never reached the follower (cause not found), so it is kept short.
+HEALTHY_RECHECK_SECONDS = 10.0
 
 
 class RunFollower:
