@@ -47,8 +47,7 @@ FAILED_GRACE_SECONDS = 1.0
 EARLY_EVENTS_KEPT = 512
 CONNECT_WAIT_SECONDS = 5.0
 # How often followed runs are re-read from the queue while InvokeAI's events are followed: a
-# safety net only, yet a load test once saw a run wait a whole minute here for an end whose
-# event never reached the follower (cause not found), so it is kept short.
+# safety net for an event that never arrives, one bulk read for all runs, so it can be short.
 HEALTHY_RECHECK_SECONDS = 10.0
 
 

@@ -66,9 +66,16 @@ async def _post_all(http: httpx.AsyncClient, url: str, count: int) -> list[dict[
 
 
 async def _unfinished(http: httpx.AsyncClient) -> int:
-    params: dict[str, Any] = {"status": ["queued", "running"], "limit": 1}
-    page = (await http.get("/runs", params=params)).json()
-    return int(page["count"])
+    """How many runs are queued or running (``count`` is one page's: all pages are read)."""
+    total, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"status": ["queued", "running"], "limit": 500}
+        page = await http.get("/runs", params=params | ({"cursor": cursor} if cursor else {}))
+        body = page.json()
+        total += int(body["count"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return total
 
 
 async def _history(http: httpx.AsyncClient) -> list[dict[str, Any]]:
