@@ -30,6 +30,7 @@ INVOKEAI_VERSION = "6.14.2"
 TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
 DEFAULT_VENV = Path.home() / ".cache" / "invokeai-py-client" / f"venv-invokeai-{INVOKEAI_VERSION}"
 READY_MARKER = ".provisioned"
+START_ATTEMPTS = 2
 STARTUP_TIMEOUT = 180.0
 
 
@@ -116,23 +117,42 @@ def start(
         f"schema_version: 4.0.2\nhost: 127.0.0.1\nport: {port}\ndevice: cpu\n{extra_config}"
     )
     log_path = root / "server.log"
+    for attempt in range(START_ATTEMPTS):
+        process = _launch(venv, root, log_path)
+        url = _wait_answering(process, port, log_path)
+        if url is not None:
+            return RunningServer(url=url, root=root, process=process, log_path=log_path)
+        # Exited during start-up. Seen once right after a SIGKILL on the same root (exit 3,
+        # a failed start-up); the log's tail says why, and one more try follows.
+        tail = log_path.read_text(errors="replace")[-2000:]
+        if attempt == START_ATTEMPTS - 1:
+            raise RuntimeError(f"invokeai-web exited with {process.returncode}: ...{tail}")
+        time.sleep(2.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _launch(venv: Path, root: Path, log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     env = {**os.environ, "INVOKEAI_ROOT": str(root)}
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(venv / "bin" / "invokeai-web"), "--root", str(root)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
     )
+
+
+def _wait_answering(process: subprocess.Popen[bytes], port: int, log_path: Path) -> str | None:
+    """The server's URL once it answers; None when it exited first."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"invokeai-web exited with {process.returncode}; see {log_path}")
+            return None
         for candidate in {port, _logged_port(log_path) or port}:
             url = f"http://127.0.0.1:{candidate}"
             if _answers(url):
-                return RunningServer(url=url, root=root, process=process, log_path=log_path)
+                return url
         time.sleep(0.25)
     process.kill()
     raise RuntimeError(f"invokeai-web did not answer within {STARTUP_TIMEOUT}s; see {log_path}")
