@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,13 +156,16 @@ def _service_run(http: httpx.Client, workflow_id: str, start: float) -> Sample:
     if response.status_code != 202:
         return Sample(None, start, error=f"POST run answered {response.status_code}")
     run = response.json()
+    item_id = run.get("item_id")  # None in a 202 answered before InvokeAI took the run
     with connect_sse(http, "GET", f"/runs/{run['id']}/events") as source:
         for sse in source.iter_sse():
-            if sse.event in SSE_TERMINAL:
+            if sse.event == "run.queued":
+                item_id = json.loads(sse.data)["data"]["item_id"]
+            elif sse.event in SSE_TERMINAL:
                 known = time.perf_counter()
                 error = "" if sse.event == "run.succeeded" else sse.event
-                return Sample(run.get("item_id"), start, known, error)
-    return Sample(run.get("item_id"), start, error="the stream ended without a terminal event")
+                return Sample(item_id, start, known, error)
+    return Sample(item_id, start, error="the stream ended without a terminal event")
 
 
 CONTENDERS: dict[str, Callable[[Ctx, int], list[Sample]]] = {
@@ -212,10 +216,18 @@ def _record(outcome: Outcome, samples: list[Sample], listener: CompletionListene
 # -- 3. submission overhead ----------------------------------------------------------------------
 
 
-def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float]]:
-    """(direct enqueue ms, gateway POST run ms), alternating, with the processor paused."""
+def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float], list[float]]:
+    """(direct enqueue ms, gateway POST run ms, gateway POST until InvokeAI holds the run ms),
+    alternating, with the processor paused.
+
+    The gateway answers 202 once the run is stored, before its background enqueue: each
+    gateway sample therefore also waits (polling ``GET /runs/{id}`` every millisecond) until
+    the run has its queue item, which gives the third figure and keeps that enqueue from
+    overlapping the next timed call.
+    """
     direct_ms: list[float] = []
     gateway_ms: list[float] = []
+    queued_ms: list[float] = []
     with (
         httpx.Client(base_url=f"{ctx.invokeai}/api/v1", timeout=60) as ivk,
         httpx.Client(base_url=ctx.gateway, timeout=60) as gw,
@@ -223,24 +235,36 @@ def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float]]:
         ivk.put("/queue/default/processor/pause").raise_for_status()
         try:
             for i in range(n + 1):
-                pair = [("d", ivk), ("g", gw)] if i % 2 == 0 else [("g", gw), ("d", ivk)]
-                for who, http in pair:
+                first_direct = i % 2 == 0
+                for direct in (first_direct, not first_direct):
                     start = time.perf_counter()
-                    if who == "d":
-                        r = http.post("/queue/default/enqueue_batch", json=enqueue_body(radius()))
+                    if direct:
+                        r = ivk.post("/queue/default/enqueue_batch", json=enqueue_body(radius()))
                     else:
                         body = {"inputs": {"1": radius()}}
-                        r = http.post(f"/workflows/{ctx.workflow_id}/runs", json=body)
+                        r = gw.post(f"/workflows/{ctx.workflow_id}/runs", json=body)
                     if r.status_code not in (200, 202):
                         raise RuntimeError(f"{r.request.url.path} answered {r.status_code}")
                     took = (time.perf_counter() - start) * 1000
-                    if i:  # the first pair warms connections up
-                        (direct_ms if who == "d" else gateway_ms).append(took)
+                    on_queue = None if direct else _until_queued(gw, r.json(), start)
+                    if not i:  # the first pair warms connections up
+                        continue
+                    (direct_ms if direct else gateway_ms).append(took)
+                    if on_queue is not None:
+                        queued_ms.append(on_queue)
         finally:
             ivk.put("/queue/default/cancel_all_except_current").raise_for_status()
             ivk.put("/queue/default/processor/resume").raise_for_status()
     time.sleep(1)  # let the gateway record its canceled runs before the next scenario
-    return direct_ms, gateway_ms
+    return direct_ms, gateway_ms, queued_ms
+
+
+def _until_queued(gw: httpx.Client, run: dict[str, Any], start: float) -> float:
+    """Milliseconds from ``start`` until the gateway knows the run's queue item."""
+    while run.get("item_id") is None:
+        time.sleep(0.001)
+        run = gw.get(f"/runs/{run['id']}").json()
+    return (time.perf_counter() - start) * 1000
 
 
 # -- 4. throughput -------------------------------------------------------------------------------

@@ -121,8 +121,7 @@ def delivery_delays(invokeai_url: str, url: str, workflow_id: str) -> list[float
         runs = []
         for salt in range(DELAY_RUNS):
             run = start_run(url, workflow_id, salt)
-            runs.append(run)
-            _wait_terminal(url, run["id"])
+            runs.append(_wait_terminal(url, run["id"]))  # its item id, known by now
         time.sleep(0.5)
     stop.set()
     delays = []
@@ -133,8 +132,11 @@ def delivery_delays(invokeai_url: str, url: str, workflow_id: str) -> list[float
     return delays
 
 
-def _wait_terminal(url: str, run_id: str) -> None:
-    while httpx.get(f"{url}/runs/{run_id}", timeout=30).json()["status"] in ("queued", "running"):
+def _wait_terminal(url: str, run_id: str) -> dict[str, Any]:
+    while True:
+        run: dict[str, Any] = httpx.get(f"{url}/runs/{run_id}", timeout=30).json()
+        if run["status"] not in ("queued", "running"):
+            return run
         time.sleep(0.05)
 
 

@@ -1,11 +1,17 @@
 """Database side of submitting: claiming a run (and its Idempotency-Key) before enqueueing.
 
-A run row is written *before* InvokeAI is asked, in the internal status ``submitting`` and
-holding the batch id minted for it. The unique constraint on ``idempotency_key`` decides
-which of several concurrent requests with one key enqueues; the others return the winner's
-run. ``submitting`` rows are invisible in the API (``GET /runs`` lists only the public
-statuses; ``GET /runs/{id}`` answers 404); one left behind by a crash is resolved by looking
-its batch up on InvokeAI (``RunService``).
+A run row is written *before* InvokeAI is asked, holding the batch id minted for it. The
+unique constraint on ``idempotency_key`` decides which of several concurrent requests with
+one key enqueues; the others return the winner's run. A claim is one of two kinds:
+
+* *pending*: ``queued`` with no item id yet. The run was accepted (202) and is on its way to
+  InvokeAI; one left behind by a crash is looked up by its batch id, and enqueued when
+  InvokeAI does not have it (``RunDispatcher``).
+* *submitting*: an internal status, for a request that is answered only once InvokeAI took
+  the run (while InvokeAI's events are not followed, so its reachability is unknown).
+  ``submitting`` rows are invisible in the API (``GET /runs`` lists only the public
+  statuses; ``GET /runs/{id}`` answers 404); one left behind is looked up by its batch id,
+  and forgotten when InvokeAI never got it (nobody was told it was accepted).
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ __all__ = [
     "SUBMITTING",
     "Claim",
     "claim_run",
+    "close_pending",
     "count_unfinished",
     "delete_claim",
     "find_by_key",
     "list_due",
+    "list_pending",
     "list_submitting",
     "mark_queued",
     "mark_queued_with_event",
@@ -63,6 +71,12 @@ _MARK_QUEUED = (
     .values(status=RunStatus.queued.value, item_id=bindparam("new_item_id"))
 )
 _MARK_QUEUED_WITH_INPUTS = _MARK_QUEUED.values(inputs=bindparam("new_inputs"))
+_PENDING = (_RUNS.c.status == RunStatus.queued.value, _RUNS.c.item_id.is_(None))
+_MARK_DISPATCHED = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run_id"), *_PENDING)
+    .values(item_id=bindparam("new_item_id"))
+)
 
 
 def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
@@ -98,13 +112,22 @@ def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
 
 
 def _mark_queued(
-    connection: Connection, run_id: str, item_id: int, inputs: dict[str, Any] | None
+    connection: Connection,
+    run_id: str,
+    item_id: int,
+    inputs: dict[str, Any] | None,
+    *,
+    pending: bool = False,
 ) -> bool:
-    """The UPDATE that moves a ``submitting`` row to ``queued``; False when it was not one."""
+    """The UPDATE that gives a claim its queue item; False when it was no longer a claim.
+
+    A ``submitting`` row becomes ``queued``; a ``pending`` one (already ``queued``, as it was
+    answered so) only gets its item id.
+    """
     params: dict[str, Any] = {"run_id": run_id, "new_item_id": item_id}
-    statement = _MARK_QUEUED
+    statement = _MARK_DISPATCHED if pending else _MARK_QUEUED
     if inputs is not None:
-        statement, params["new_inputs"] = _MARK_QUEUED_WITH_INPUTS, inputs
+        statement, params["new_inputs"] = statement.values(inputs=bindparam("new_inputs")), inputs
     result = connection.execute(statement, params)
     return bool(getattr(result, "rowcount", 0))
 
@@ -128,13 +151,15 @@ def mark_queued_with_event(
     inputs: dict[str, Any] | None,
     event_data: dict[str, Any],
 ) -> StoredEvent | None:
-    """Move the claimed ``run`` to ``queued`` and store its ``run.queued`` event (and the
-    webhook deliveries it causes) in ONE transaction; None when it was no longer ``submitting``.
+    """Give the claimed ``run`` its queue item and store its ``run.queued`` event (and the
+    webhook deliveries it causes) in ONE transaction; None when it was no longer a claim
+    (a pending run canceled meanwhile, a ``submitting`` row resolved by another caller).
 
-    ``run`` is the claim as inserted by this process; it is updated in place to match the row.
+    ``run`` is the claim as stored; it is updated in place to match the row.
     """
+    pending = run.status == RunStatus.queued.value
     with engine.connect() as connection:
-        if not _mark_queued(connection, run.id, item_id, inputs):
+        if not _mark_queued(connection, run.id, item_id, inputs, pending=pending):
             connection.rollback()
             return None
         run.status, run.item_id = RunStatus.queued.value, item_id
@@ -146,6 +171,33 @@ def mark_queued_with_event(
             workflow_id=run.workflow_id,
             event_type="run.queued",
             data=event_data,
+            run=run.model_dump(),
+        )
+        connection.commit()
+        return row
+
+
+def close_pending(
+    engine: Engine, run: Run, status: RunStatus, error: dict[str, Any] | None
+) -> StoredEvent | None:
+    """End a pending run that never reached InvokeAI, with its ``run.<status>`` event, in ONE
+    transaction; None when it was no longer pending (it got its queue item meanwhile)."""
+    finished = utcnow()
+    closing = update(_RUNS).where(_RUNS.c.id == run.id, *_PENDING)
+    with engine.connect() as connection:
+        result = connection.execute(
+            closing.values(status=status.value, finished_at=finished, error=error)
+        )
+        if not getattr(result, "rowcount", 0):
+            connection.rollback()
+            return None
+        run.status, run.finished_at, run.error = status.value, finished, error
+        row = crud_webhooks.add_run_event_with_deliveries(
+            connection=connection,
+            run_id=run.id,
+            workflow_id=run.workflow_id,
+            event_type=f"run.{status.value}",
+            data={"synthetic": True} | ({"error": error} if error else {}),
             run=run.model_dump(),
         )
         connection.commit()
@@ -181,13 +233,19 @@ def list_submitting(engine: Engine) -> Sequence[Run]:
         return session.exec(select(Run).where(Run.status == SUBMITTING)).all()
 
 
+def list_pending(engine: Engine) -> Sequence[Run]:
+    """Runs accepted but not (yet) known to be on InvokeAI's queue, oldest first."""
+    query = select(Run).where(*_PENDING).order_by(col(Run.created_at))
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(query).all()
+
+
 def list_due(engine: Engine, now: datetime) -> Sequence[Run]:
-    """Enqueued runs still unfinished whose deadline passed."""
+    """Accepted runs still unfinished whose deadline passed (pending ones included)."""
     query = select(Run).where(
         col(Run.cancel_at).is_not(None),
         col(Run.cancel_at) <= now,
         col(Run.status).in_([RunStatus.queued.value, RunStatus.running.value]),
-        col(Run.item_id).is_not(None),
     )
     with Session(engine, expire_on_commit=False) as session:
         return session.exec(query).all()

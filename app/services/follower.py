@@ -69,6 +69,7 @@ class RunFollower:
         self._watcher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._hub: Any = None  # the client's event hub, once the watcher holds it
         self._attempted = asyncio.Event()  # the watcher tried to connect at least once
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -94,8 +95,9 @@ class RunFollower:
 
     @property
     def events_connected(self) -> bool:
-        """Whether InvokeAI's event stream is being followed right now."""
-        return self._connected.is_set()
+        """Whether InvokeAI's event stream is being followed right now (its Socket.IO
+        connection up, not reconnecting)."""
+        return self._connected.is_set() and self._hub is not None and bool(self._hub.connected)
 
     async def await_events(self) -> None:
         """Wait (briefly) until the event stream is followed, unless it is known to be down."""
@@ -212,7 +214,7 @@ class RunFollower:
                 if self.client.username is not None:
                     # Multi-user: no Socket.IO handshake without a fresh token.
                     await self.client.alogin()
-                hub = await self.client.event_hub()
+                hub = self._hub = await self.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
                     self._attempted.set()

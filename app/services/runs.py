@@ -1,13 +1,15 @@
 """The run service: submit a run exactly once, wait for it, cancel it, enforce deadlines.
 
-Submitting, in order (following the run afterwards is in ``follower``)::
+Submitting, in order (sending in the background is in ``dispatch``, following the run
+afterwards in ``follower``)::
 
     Idempotency-Key known? ─ same body: the original run; other body: 409
+    check inputs, build the enqueue body ─ 422, nothing recorded
     cap on unfinished runs ─ 429 + Retry-After
-    claim: insert Run(submitting, minted batch id, key)   ← the unique key decides races
-    check inputs ─ 422: claim deleted
-    enqueue batch (lost answer: looked up by batch id) ─ refused connection: claim deleted, 503
-    Run(queued, item id) ─ run.queued ─ follow
+    claim: insert Run(minted batch id, key)   ← the unique key decides races
+    InvokeAI's events followed: Run(queued, pending) ─ 202; dispatched in the background
+    otherwise (InvokeAI's reachability unknown): Run(submitting) ─ enqueue batch
+        ─ refused connection: claim deleted, 503 ─ Run(queued, item id) ─ run.queued ─ 202
 
 A ``submitting`` row is invisible in the API. One left behind (a crash, or an enqueue whose
 fate InvokeAI could not tell) is resolved from InvokeAI by its batch id: found, it becomes
@@ -17,11 +19,10 @@ fate InvokeAI could not tell) is resolved from InvokeAI by its batch id: found, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -31,9 +32,10 @@ from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
 from app.models import Run, RunStatus, Workflow, utcnow
 from app.services import claims
 from app.services.claims import SUBMITTING, Claim
-from app.services.follower import RunFollower
+from app.services.dispatch import Prepared, RunDispatcher
 from app.services.inputs import apply_inputs
-from app.services.submit import enqueue_run, nothing_sent
+from app.services.submit import build_body, nothing_sent, send_body
+from app.services.tracking import deadline_error
 from app.services.workflows import load_handle
 from invokeai_py_client.exceptions import APIConnectionError, InvokeAIError, NotFoundError
 
@@ -45,8 +47,6 @@ CANCEL_WAIT_SECONDS = 5.0
 CLAIM_ATTEMPTS = 5
 DEADLINE_TICK_SECONDS = 1.0
 KEY_SWEEP_SECONDS = 60.0
-# A claim of this process younger than this may still be on its way to InvokeAI: not resolved.
-CLAIM_SETTLE_SECONDS = 60.0
 
 
 class IdempotencyConflict(GatewayError):
@@ -76,20 +76,17 @@ class Submission:
     columns: dict[str, Any] | None = None  # further Run columns (per-run webhook, ...)
 
 
-class RunService(RunFollower):
+class RunService(RunDispatcher):
     """Submits runs and keeps their state, events and outputs in the database."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._inflight: dict[str, asyncio.Event] = {}  # run id -> set when its submit ends
-        self._resolving: set[str] = set()
         self._deadline_asked: set[str] = set()
-        self._born = utcnow()
 
     # -- submitting -------------------------------------------------------------------------
 
     async def submit(self, sub: Submission) -> tuple[Run, bool]:
-        """Enqueue a run once; returns it and whether it is a replay of an earlier request.
+        """Accept a run once; returns it and whether it is a replay of an earlier request.
 
         Raises:
             IdempotencyConflict: the key was used with another request.
@@ -97,18 +94,30 @@ class RunService(RunFollower):
             InputInvalid: bad values (each bad index named); nothing is recorded.
             InvokeAIUnavailable: InvokeAI cannot be reached; the run is not submitted.
         """
+        if sub.key is not None:
+            earlier = await self._replay(sub.key, sub.request_hash)
+            if earlier is not None:
+                return earlier, True
+        run = self._new_claim(sub)
+        prepared = await self._prepare(run, sub)
+        run.inputs = prepared.recorded_inputs
+        await self.await_events()
+        # Followed events mean InvokeAI answers: accept now, enqueue in the background.
+        pending = self.events_connected
+        run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
-            if sub.key is not None:
-                earlier = await self._replay(sub.key, sub.request_hash)
-                if earlier is not None:
-                    return earlier, True
-            run = self._new_claim(sub)
             claim = claims.claim_run(self.engine, run, self.settings.max_unfinished_runs)
             if claim is Claim.FULL:
                 raise self._too_many()
             if claim is Claim.CLAIMED:
-                return await self._enqueue_claimed(run, sub), False
-            # Another request holds the key: the next round returns its run.
+                if pending:
+                    self.dispatch(run, prepared)
+                    return run, False
+                return await self._enqueue_claimed(run, prepared), False
+            assert sub.key is not None  # only the key is unique among the claim's columns
+            earlier = await self._replay(sub.key, sub.request_hash)
+            if earlier is not None:  # another request holds the key: its run
+                return earlier, True
         raise InvokeAIUnavailable("the run could not be submitted; try again")
 
     def _new_claim(self, sub: Submission) -> Run:
@@ -129,6 +138,18 @@ class RunService(RunFollower):
             **(sub.columns or {}),
         )
 
+    async def _prepare(self, run: Run, sub: Submission) -> Prepared:
+        """Check the values, upload data URLs, and build the enqueue body (before any claim)."""
+        version_key = (sub.workflow.id, sub.workflow.version)
+        try:
+            handle = await load_handle(self.client, sub.workflow.definition, version_key)
+            recorded = await apply_inputs(self.client, handle, sub.inputs)
+        except APIConnectionError as exc:
+            raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
+        assert run.batch_id is not None
+        body = build_body(handle, board_id=sub.board_id, destination=run.id, batch_id=run.batch_id)
+        return Prepared(handle, body, recorded)
+
     def _too_many(self) -> TooManyRuns:
         cap = self.settings.max_unfinished_runs
         return TooManyRuns(
@@ -136,19 +157,14 @@ class RunService(RunFollower):
             headers={"Retry-After": str(self.settings.retry_after_seconds)},
         )
 
-    async def _enqueue_claimed(self, run: Run, sub: Submission) -> Run:
+    async def _enqueue_claimed(self, run: Run, prepared: Prepared) -> Run:
+        """Enqueue a ``submitting`` claim and answer once InvokeAI took it (or 503)."""
         done = self._inflight[run.id] = asyncio.Event()
         try:
             try:
-                version_key = (sub.workflow.id, sub.workflow.version)
-                handle = await load_handle(self.client, sub.workflow.definition, version_key)
-                recorded = await apply_inputs(self.client, handle, sub.inputs)
-                await self.await_events()
-                enqueued = await enqueue_run(
-                    handle, board_id=sub.board_id, destination=run.id, batch_id=run.batch_id
-                )
+                enqueued = await send_body(prepared.handle, prepared.body)
             except APIConnectionError as exc:
-                if nothing_sent(exc) or run.batch_id is None:
+                if nothing_sent(exc):
                     claims.delete_claim(self.engine, run.id)
                 # else: InvokeAI may hold the batch; the row stays hidden until resolved.
                 raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
@@ -158,7 +174,7 @@ class RunService(RunFollower):
             # Cancelled mid-enqueue: the row stays hidden until resolved by its batch id.
             # Queued status and run.queued event: one transaction, then published.
             data = {"item_id": enqueued.item_id, "batch_id": run.batch_id}
-            row = claims.mark_queued_with_event(self.engine, run, enqueued.item_id, recorded, data)
+            row = claims.mark_queued_with_event(self.engine, run, enqueued.item_id, None, data)
             if row is None:
                 raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
             await self.publish_row(row)
@@ -167,11 +183,6 @@ class RunService(RunFollower):
         finally:
             self._inflight.pop(run.id, None)
             done.set()
-
-    async def _announce(self, run: Run, **extra: Any) -> None:
-        data = {"item_id": run.item_id, "batch_id": run.batch_id, **extra}
-        await self.emit_for(run.id, run.workflow_id, "run.queued", data)
-        self.follow_new(run)
 
     async def _replay(self, key: str, wanted_hash: str | None) -> Run | None:
         """The run holding ``key`` once it is enqueued, or None (free key, or its claim fell)."""
@@ -195,50 +206,13 @@ class RunService(RunFollower):
                     f"run {held.id} of this Idempotency-Key awaits InvokeAI; try again"
                 )
 
-    async def _resolve_submitting(self, run: Run) -> bool:
-        """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""
-        if run.id in self._inflight or run.id in self._resolving or run.batch_id is None:
-            return False
-        age = (utcnow() - run.created_at).total_seconds()
-        if run.created_at >= self._born and age < CLAIM_SETTLE_SECONDS:
-            return False  # an enqueue whose answer broke may still land: look later
-        self._resolving.add(run.id)
-        try:
-            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
-        except InvokeAIError:
-            return False
-        finally:
-            self._resolving.discard(run.id)
-        if not items:
-            logger.info("run %s was never enqueued (batch %s): forgotten", run.id, run.batch_id)
-            claims.delete_claim(self.engine, run.id)
-            return True
-        queued = claims.mark_queued(self.engine, run.id, items[0].item_id)
-        if queued is None:
-            return True  # settled meanwhile by another caller
-        logger.info("run %s found on InvokeAI as item %s", run.id, queued.item_id)
-        await self._announce(queued, synthetic=True)
-        return True
-
-    async def resolve_leftovers(self) -> None:
-        """Resolve every ``submitting`` row not being submitted by this process."""
-        for run in claims.list_submitting(self.engine):
-            if run.id not in self._inflight:
-                await self._resolve_submitting(run)
-
     # -- deadlines and key expiry -----------------------------------------------------------
 
     async def start(self) -> None:
         """Follow unfinished runs, resolve leftover claims, and start the deadline scheduler."""
         await super().start()
-        self._spawn(self._resolve_forever())
+        self._spawn(self.resolve_forever())
         self._spawn(self._deadlines_forever())
-
-    async def _resolve_forever(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self.resolve_leftovers()
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)
 
     async def _deadlines_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,10 +232,14 @@ class RunService(RunFollower):
 
     async def cancel_due(self) -> None:
         """Cancel on InvokeAI every unfinished run whose ``cancel_at`` passed."""
-        due = claims.list_due(self.engine, utcnow())
+        now = utcnow()
+        due = claims.list_due(self.engine, now)
         self._deadline_asked &= {run.id for run in due}  # forget runs that ended
         for run in due:
-            if run.id in self._deadline_asked or run.item_id is None:
+            if run.id in self._deadline_asked or run.id in self._inflight:
+                continue
+            if run.item_id is None:  # never reached InvokeAI: ended here
+                await self._close_pending_at_deadline(run, now)
                 continue
             try:
                 await self.client.queue_repo.acancel_item(run.item_id)
@@ -273,11 +251,21 @@ class RunService(RunFollower):
             self._deadline_asked.add(run.id)
             self.nudge(run.id)
 
+    async def _close_pending_at_deadline(self, run: Run, now: datetime) -> None:
+        row = claims.close_pending(
+            self.engine, run, RunStatus.canceled, deadline_error(run.cancel_at, now)
+        )
+        if row is not None:
+            logger.info("run %s reached its deadline before InvokeAI took it", run.id)
+            await self.publish_row(row)
+
     # -- other calls ------------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""
         run = self.load(run_id)
+        if run.item_id is None and not RunStatus(run.status).terminal:
+            run = await self.cancel_pending(run, CANCEL_WAIT_SECONDS)
         if RunStatus(run.status).terminal or run.item_id is None:
             return run
         try:

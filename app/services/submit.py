@@ -16,7 +16,15 @@ from invokeai_py_client.exceptions import (
 )
 from invokeai_py_client.workflow.handle import WorkflowHandle
 
-__all__ = ["Enqueued", "apply_board", "enqueue_run", "nothing_sent", "server_problems"]
+__all__ = [
+    "Enqueued",
+    "apply_board",
+    "build_body",
+    "enqueue_run",
+    "nothing_sent",
+    "send_body",
+    "server_problems",
+]
 
 ORIGIN = "invokeai-gateway"
 
@@ -83,6 +91,44 @@ def nothing_sent(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, httpx.ConnectError)
 
 
+def build_body(
+    handle: WorkflowHandle, *, board_id: str | None, destination: str | None, batch_id: str
+) -> dict[str, Any]:
+    """The ``enqueue_batch`` body of the handle's current values, as batch ``batch_id``.
+
+    Raises:
+        InputInvalid: a required input has no value.
+        WorkflowInvalid: the workflow cannot be sent to this server.
+    """
+    handle.origin = ORIGIN
+    handle.destination = destination
+    body = _body(handle, batch_id)
+    if board_id:
+        apply_board(body, handle.definition.to_dict(), board_id)
+    return body
+
+
+async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
+    """Enqueue ``body`` (built from ``handle``) once.
+
+    The client never re-sends an enqueue: when the answer is lost it looks the batch up by
+    its id and returns what InvokeAI did take.
+
+    Raises:
+        InputInvalid: InvokeAI refused a value (each problem tied to its input index).
+        APIConnectionError: InvokeAI is unreachable and the batch was not found there
+            (``nothing_sent(exc)`` tells whether it surely was never sent).
+    """
+    try:
+        result = await handle._client.queue_repo.aenqueue_batch(body)
+    except UnprocessableEntityError as exc:
+        problems = server_problems(exc, handle)
+        raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
+    if not result.item_ids:
+        raise InputInvalid(f"InvokeAI's queue took no item of batch {result.batch_id} (full?)")
+    return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
+
+
 async def enqueue_run(
     handle: WorkflowHandle,
     *,
@@ -92,25 +138,8 @@ async def enqueue_run(
 ) -> Enqueued:
     """Enqueue the handle's current values once, as batch ``batch_id`` (minted if None).
 
-    The client never re-sends an enqueue: when the answer is lost it looks the batch up by
-    its id and returns what InvokeAI did take.
-
-    Raises:
-        InputInvalid: a required input has no value, or InvokeAI refused a value.
-        WorkflowInvalid: the workflow cannot be sent to this server.
-        APIConnectionError: InvokeAI is unreachable and the batch was not found there
-            (``nothing_sent(exc)`` tells whether it surely was never sent).
+    Raises what ``build_body`` and ``send_body`` raise.
     """
-    handle.origin = ORIGIN
-    handle.destination = destination
-    body = _body(handle, batch_id or str(uuid.uuid4()))
-    if board_id:
-        apply_board(body, handle.definition.to_dict(), board_id)
-    try:
-        result = await handle._client.queue_repo.aenqueue_batch(body)
-    except UnprocessableEntityError as exc:
-        problems = server_problems(exc, handle)
-        raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
-    if not result.item_ids:
-        raise InputInvalid(f"InvokeAI's queue took no item of batch {result.batch_id} (full?)")
-    return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
+    batch = batch_id or str(uuid.uuid4())
+    body = build_body(handle, board_id=board_id, destination=destination, batch_id=batch)
+    return await send_body(handle, body)

@@ -212,7 +212,7 @@ async def test_deadline_cancels_an_unfinished_run(
         done = await wait_until(ended, timeout=30)
         assert done["status"] == "canceled"
         assert done["error"]["error_type"] == "DeadlineExceeded"
-        item = await aclient.queue_repo.aget_item(run["item_id"])
+        item = await aclient.queue_repo.aget_item(done["item_id"])
         assert str(item.status) == "canceled"
 
 

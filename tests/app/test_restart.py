@@ -44,8 +44,9 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
                     json={"inputs": {"0": "before", "2": "restart"}},
                 )
                 assert response.status_code == 202, response.text
-                run: dict[str, Any] = response.json()
-                assert run["status"] == "queued"
+                assert response.json()["status"] == "queued"
+                # Killed once InvokeAI holds the run (a kill before: tests/app/test_recovery.py).
+                run: dict[str, Any] = await wait_until(lambda: _on_queue(http, response.json()))
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
             finally:
@@ -73,3 +74,8 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
         types = [e.event_type for e in session.exec(query)]
     assert types[0] == "run.queued" and types[-1] == "run.succeeded"
     assert "run.started" in types
+
+
+async def _on_queue(http: httpx.AsyncClient, accepted: dict[str, Any]) -> dict[str, Any] | None:
+    run: dict[str, Any] = (await http.get(f"/runs/{accepted['id']}")).json()
+    return run if run["item_id"] is not None else None

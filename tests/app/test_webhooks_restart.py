@@ -71,6 +71,7 @@ async def test_webhooks_are_delivered_across_a_killed_gateway(
                         return all(log and log[0]["attempt_count"] >= 1 for log in logs)
 
                     await wait_until(tried)  # each run.queued delivery failed at least once
+                    runs = [(await http.get(f"/runs/{r['id']}")).json() for r in runs]
                     first.send_signal(signal.SIGKILL)
                     first.wait(10)
                 finally:

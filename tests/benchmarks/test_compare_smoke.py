@@ -40,9 +40,12 @@ def test_tiny_runs_have_a_row_per_contender_with_samples(report: Report) -> None
 
 def test_submission_overhead_compares_gateway_to_direct(report: Report) -> None:
     rows = _rows(report, "3.")
-    assert set(rows) == {"direct enqueue_batch", "gateway POST run (202)"}
+    held = "gateway POST until InvokeAI holds it"
+    assert set(rows) == {"direct enqueue_batch", "gateway POST run (202)", held}
     gateway = rows["gateway POST run (202)"]
     assert gateway.ratio is not None and gateway.ratio > 0
+    assert len(rows[held].samples) == len(gateway.samples)
+    assert min(rows[held].samples) >= min(gateway.samples)  # the enqueue comes after the 202
 
 
 def test_fan_out_streams_saw_the_whole_run(report: Report) -> None:
