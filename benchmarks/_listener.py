@@ -81,3 +81,26 @@ class NodeCompleteListener(ThreadedListener):
     async def _on_complete(self, data: dict[str, Any]) -> None:
         key = (int(data["item_id"]), str(data["invocation_source_id"]))
         self.seen.setdefault(key, time.perf_counter())
+
+
+class BatchEnqueuedListener(ThreadedListener):
+    """Records when InvokeAI announced each batch enqueued (it took the items), by batch id."""
+
+    def __init__(self, url: str, queue_id: str = "default") -> None:
+        super().__init__(url, queue_id)
+        self.enqueued_at: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._sio.on("batch_enqueued", self._on_enqueued)
+
+    async def _on_enqueued(self, data: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        with self._cond:
+            self.enqueued_at.setdefault(str(data["batch_id"]), now)
+            self._cond.notify_all()
+
+    def wait_for(self, batch_id: str, timeout: float = 30.0) -> float:
+        """The moment the listener saw ``batch_id`` enqueued (waits for it if needed)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: batch_id in self.enqueued_at, timeout=timeout):
+                raise TimeoutError(f"no batch_enqueued event for batch {batch_id}")
+            return self.enqueued_at[batch_id]

@@ -160,20 +160,23 @@ def _ratio_rows(
 
 
 def _submission(report: Report, ctx: compare_runs.Ctx, plan: Plan) -> None:
-    direct, gateway, queued = compare_runs.submission_overhead(ctx, plan.submissions)
+    got = compare_runs.submission_overhead(ctx, plan.submissions)
     row = _ratio_rows(
         report,
         "3. submission overhead",
         "ms",
-        [("direct enqueue_batch", direct), ("gateway POST run (202)", gateway)],
+        [("direct enqueue_batch", got.direct), ("gateway POST run (202)", got.gateway)],
         "ratio < 1.3",
     )
-    held = report.add(
-        Row("3. submission overhead", "gateway POST until InvokeAI holds it", "ms", queued)
-    )
-    held.ratio = held.median / statistics.median(direct)
-    held.note = "polled GET /runs/{id} every 1 ms until the item id is known (information)"
     CHECKS.append(Check("3. gateway/direct submission < 1.3", f"{row.ratio:.2f}", row.ratio < 1.3))
+    held = _ratio_rows(
+        report,
+        "3. submission until InvokeAI announced it",
+        "ms",
+        [("direct enqueue_batch", got.direct_held), ("gateway POST run", got.gateway_held)],
+        "information",
+    )
+    held.note = "the gateway answers 202 before its background enqueue; this is when it lands"
 
 
 def _throughput(report: Report, ctx: compare_runs.Ctx, plan: Plan) -> None:

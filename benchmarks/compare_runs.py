@@ -28,7 +28,7 @@ from tests.support.workflow_factory import tiny_blur_workflow
 
 from ._direct import DirectCaller, enqueue_body
 from ._legacy import run_driver
-from ._listener import CompletionListener
+from ._listener import BatchEnqueuedListener, CompletionListener
 
 SSE_TERMINAL = {"run.succeeded", "run.failed", "run.canceled"}
 _salt = itertools.count(1)
@@ -216,21 +216,30 @@ def _record(outcome: Outcome, samples: list[Sample], listener: CompletionListene
 # -- 3. submission overhead ----------------------------------------------------------------------
 
 
-def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float], list[float]]:
-    """(direct enqueue ms, gateway POST run ms, gateway POST until InvokeAI holds the run ms),
-    alternating, with the processor paused.
+@dataclass
+class Submissions:
+    """Milliseconds per call: until the answer, and until InvokeAI announced the batch."""
 
-    The gateway answers 202 once the run is stored, before its background enqueue: each
-    gateway sample therefore also waits (polling ``GET /runs/{id}`` every millisecond) until
-    the run has its queue item, which gives the third figure and keeps that enqueue from
+    direct: list[float] = field(default_factory=list)
+    gateway: list[float] = field(default_factory=list)
+    direct_held: list[float] = field(default_factory=list)
+    gateway_held: list[float] = field(default_factory=list)
+
+
+def submission_overhead(ctx: Ctx, n: int) -> Submissions:
+    """Direct ``enqueue_batch`` against the gateway's POST run, alternating, with the
+    processor paused.
+
+    The gateway answers 202 once the run is stored, before its background enqueue, so each
+    call is also timed until an independent Socket.IO listener sees InvokeAI announce its
+    batch enqueued (``*_held``); waiting for that keeps the gateway's enqueue from
     overlapping the next timed call.
     """
-    direct_ms: list[float] = []
-    gateway_ms: list[float] = []
-    queued_ms: list[float] = []
+    out = Submissions()
     with (
         httpx.Client(base_url=f"{ctx.invokeai}/api/v1", timeout=60) as ivk,
         httpx.Client(base_url=ctx.gateway, timeout=60) as gw,
+        BatchEnqueuedListener(ctx.invokeai) as listener,
     ):
         ivk.put("/queue/default/processor/pause").raise_for_status()
         try:
@@ -246,25 +255,16 @@ def submission_overhead(ctx: Ctx, n: int) -> tuple[list[float], list[float], lis
                     if r.status_code not in (200, 202):
                         raise RuntimeError(f"{r.request.url.path} answered {r.status_code}")
                     took = (time.perf_counter() - start) * 1000
-                    on_queue = None if direct else _until_queued(gw, r.json(), start)
-                    if not i:  # the first pair warms connections up
-                        continue
-                    (direct_ms if direct else gateway_ms).append(took)
-                    if on_queue is not None:
-                        queued_ms.append(on_queue)
+                    batch_id = r.json()["batch"]["batch_id"] if direct else r.json()["batch_id"]
+                    held = (listener.wait_for(batch_id) - start) * 1000
+                    if i:  # the first pair warms connections up
+                        (out.direct if direct else out.gateway).append(took)
+                        (out.direct_held if direct else out.gateway_held).append(held)
         finally:
             ivk.put("/queue/default/cancel_all_except_current").raise_for_status()
             ivk.put("/queue/default/processor/resume").raise_for_status()
     time.sleep(1)  # let the gateway record its canceled runs before the next scenario
-    return direct_ms, gateway_ms, queued_ms
-
-
-def _until_queued(gw: httpx.Client, run: dict[str, Any], start: float) -> float:
-    """Milliseconds from ``start`` until the gateway knows the run's queue item."""
-    while run.get("item_id") is None:
-        time.sleep(0.001)
-        run = gw.get(f"/runs/{run['id']}").json()
-    return (time.perf_counter() - start) * 1000
+    return out
 
 
 # -- 4. throughput -------------------------------------------------------------------------------
