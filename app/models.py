@@ -317,7 +317,9 @@ class RunPublic(SQLModel):
     inputs: dict[str, Any]
     board_id: str | None = None
     batch_id: str | None = None
-    item_id: int | None = None
+    item_id: int | None = Field(
+        None, description="InvokeAI's queue item; null until InvokeAI took the run."
+    )
     session_id: str | None = None
     created_at: datetime
     started_at: datetime | None = None

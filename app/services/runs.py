@@ -185,7 +185,7 @@ class RunService(RunDispatcher):
             done.set()
 
     async def _replay(self, key: str, wanted_hash: str | None) -> Run | None:
-        """The run holding ``key`` once it is enqueued, or None (free key, or its claim fell)."""
+        """The run holding ``key`` once it is accepted, or None (free key, or its claim fell)."""
         claims.release_expired_keys(self.engine, self.settings.idempotency_ttl_seconds, key=key)
         while True:
             held = claims.find_by_key(self.engine, key)
