@@ -217,17 +217,16 @@ class RunDispatcher(RunFollower):
 
     async def _resolve_pending(self, run: Run) -> None:
         """Find a pending run on InvokeAI by its batch, or send it (again, or at last)."""
-        lost_at = self._maybe_sent.get(run.id)
-        if run.batch_id is None or (
-            lost_at is not None and time.monotonic() - lost_at < CLAIM_SETTLE_SECONDS
-        ):
+        if run.batch_id is None:
             return
+        lost_at = self._maybe_sent.get(run.id)
+        settling = lost_at is not None and time.monotonic() - lost_at < CLAIM_SETTLE_SECONDS
         done = self._inflight[run.id] = asyncio.Event()  # nobody else sends it meanwhile
         try:
             items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
         except InvokeAIError:
             items = None  # unreachable: next round
-        if items != []:
+        if items != [] or settling:  # found, unknown, or a lost enqueue that may still land
             try:
                 if items:
                     logger.info("run %s found on InvokeAI as item %s", run.id, items[0].item_id)
