@@ -35,10 +35,15 @@ from app.services.follower import RunFollower
 from app.services.inputs import apply_inputs
 from app.services.submit import build_body, nothing_sent, send_body
 from app.services.workflows import load_handle
-from invokeai_py_client.exceptions import APIConnectionError, InvokeAIError
+from invokeai_py_client.exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    InvokeAIError,
+    ServerError,
+)
 from invokeai_py_client.workflow.handle import WorkflowHandle
 
-__all__ = ["Prepared", "RunDispatcher", "refusal_error"]
+__all__ = ["Prepared", "RunDispatcher", "refusal_error", "status_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,16 @@ def refusal_error(exc: GatewayError) -> dict[str, Any]:
         "error_type": "WorkflowInvalid" if isinstance(exc, WorkflowInvalid) else "InputInvalid",
         "error_message": str(exc),
         "node_id": node_id,
+        "node_type": None,
+    }
+
+
+def status_error(exc: APIStatusError) -> dict[str, Any]:
+    """The run error of a pending run whose enqueue InvokeAI answered with an error status."""
+    return {
+        "error_type": "EnqueueRefused",
+        "error_message": f"InvokeAI refused the enqueue: {exc}",
+        "node_id": None,
         "node_type": None,
     }
 
@@ -126,6 +141,13 @@ class RunDispatcher(RunFollower):
             return
         except GatewayError as exc:  # InvokeAI refused it: it will never run
             await self._fail_pending(run, refusal_error(exc))
+            return
+        except ServerError as exc:  # InvokeAI's own fault; it may have taken the batch
+            self._maybe_sent[run.id] = time.monotonic()
+            logger.warning("InvokeAI failed to enqueue run %s (%s); looked up later", run.id, exc)
+            return
+        except APIStatusError as exc:  # any other refusal is final too
+            await self._fail_pending(run, status_error(exc))
             return
         await self.record_enqueued(run, enqueued.item_id)
 

@@ -26,7 +26,7 @@ from app.services.inputs import apply_inputs
 from app.services.submit import enqueue_run
 from app.services.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.exceptions import APIConnectionError
+from invokeai_py_client.exceptions import APIConnectionError, PermissionDeniedError, ServerError
 from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
 from tests.app.live_server import serve
 
@@ -221,3 +221,39 @@ def _pending(workflow_id: str, inputs: dict[str, Any]) -> Run:
         batch_id=str(uuid.uuid4()),
         status=RunStatus.queued.value,
     )
+
+
+def _answer(status: int) -> httpx.Response:
+    request = httpx.Request("POST", "http://invokeai/api/v1/queue/default/enqueue_batch")
+    return httpx.Response(status, json={"detail": "no"}, request=request)
+
+
+async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
+    tmp_path: Path,
+    invokeai_url: str,
+    aclient: InvokeAIClient,
+    shared_workflows_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def server_error(handle: Any, body: dict[str, Any]) -> Any:
+        raise ServerError("InvokeAI failed", response=_answer(500), body={"detail": "no"})
+
+    async def forbidden(handle: Any, body: dict[str, Any]) -> Any:
+        raise PermissionDeniedError("not yours", response=_answer(403), body={"detail": "no"})
+
+    monkeypatch.setattr(dispatch, "CLAIM_SETTLE_SECONDS", 0.0)  # re-send once not found
+    async with gateway(tmp_path, invokeai_url) as http:
+        runs_url = await _runs_url(http, shared_workflows_dir)
+        with monkeypatch.context() as patched:
+            patched.setattr(dispatch, "send_body", server_error)
+            after_5xx = (await http.post(runs_url, json={"inputs": {"0": "five"}})).json()
+        with monkeypatch.context() as patched:
+            patched.setattr(dispatch, "send_body", forbidden)
+            after_4xx = (await http.post(runs_url, json={"inputs": {"0": "four"}})).json()
+            refused = await wait_until(lambda: _run_if(http, after_4xx["id"], TERMINAL))
+        sent = await wait_until(lambda: _run_if(http, after_5xx["id"], TERMINAL))
+    assert sent["status"] == "succeeded"
+    assert len(await aclient.queue_repo.alist_all_items(destination=sent["id"])) == 1
+    assert refused["status"] == "failed"
+    assert refused["error"]["error_type"] == "EnqueueRefused"
+    assert "not yours" in refused["error"]["error_message"]
