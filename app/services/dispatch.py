@@ -33,7 +33,7 @@ from app.models import Run, RunStatus, utcnow
 from app.services import claims
 from app.services.follower import RunFollower
 from app.services.inputs import apply_inputs
-from app.services.submit import build_body, nothing_sent, send_body
+from app.services.submit import QueueFull, build_body, nothing_sent, send_body
 from app.services.workflows import load_handle
 from invokeai_py_client.exceptions import (
     APIConnectionError,
@@ -138,6 +138,9 @@ class RunDispatcher(RunFollower):
             if not nothing_sent(exc):
                 self._maybe_sent[run.id] = time.monotonic()
             logger.warning("run %s did not reach InvokeAI yet (%s); retried later", run.id, exc)
+            return
+        except QueueFull:  # nothing enqueued: sent again next round
+            logger.warning("InvokeAI's queue is full: run %s waits for a place", run.id)
             return
         except GatewayError as exc:  # InvokeAI refused it: it will never run
             await self._fail_pending(run, refusal_error(exc))

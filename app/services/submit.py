@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from app.core.errors import InputInvalid, WorkflowInvalid
+from app.core.errors import InputInvalid, InvokeAIUnavailable, WorkflowInvalid
 from invokeai_py_client.exceptions import (
     InputValidationError,
     UnprocessableEntityError,
@@ -18,6 +18,7 @@ from invokeai_py_client.workflow.handle import WorkflowHandle
 
 __all__ = [
     "Enqueued",
+    "QueueFull",
     "apply_board",
     "build_body",
     "enqueue_run",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 ORIGIN = "invokeai-gateway"
+
+
+class QueueFull(InvokeAIUnavailable):
+    """InvokeAI's queue took no item of the batch (it is at its ``max_queue_size``)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
 
     Raises:
         InputInvalid: InvokeAI refused a value (each problem tied to its input index).
+        QueueFull: InvokeAI's queue is full (nothing was enqueued).
         APIConnectionError: InvokeAI is unreachable and the batch was not found there
             (``nothing_sent(exc)`` tells whether it surely was never sent).
     """
@@ -125,7 +131,7 @@ async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
         problems = server_problems(exc, handle)
         raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
     if not result.item_ids:
-        raise InputInvalid(f"InvokeAI's queue took no item of batch {result.batch_id} (full?)")
+        raise QueueFull(f"InvokeAI's queue is full: it took no item of batch {result.batch_id}")
     return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
 
 

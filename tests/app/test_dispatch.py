@@ -23,7 +23,7 @@ from app.main import create_app
 from app.models import Run, RunEvent, RunStatus, Workflow
 from app.services import dispatch
 from app.services.inputs import apply_inputs
-from app.services.submit import enqueue_run
+from app.services.submit import QueueFull, enqueue_run
 from app.services.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError, PermissionDeniedError, ServerError
@@ -257,3 +257,24 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
     assert refused["status"] == "failed"
     assert refused["error"]["error_type"] == "EnqueueRefused"
     assert "not yours" in refused["error"]["error_message"]
+
+
+async def test_a_run_waits_while_invokeais_queue_is_full(
+    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+
+    async def full(handle: Any, body: dict[str, Any]) -> Any:
+        attempts.append(str(handle.destination))
+        raise QueueFull("InvokeAI's queue is full")
+
+    async with gateway(tmp_path, invokeai_url) as http:
+        runs_url = await _runs_url(http, shared_workflows_dir)
+        monkeypatch.setattr(dispatch, "send_body", full)
+        run = (await http.post(runs_url, json={"inputs": {"0": "full"}})).json()
+        await wait_until(lambda: attempts.count(run["id"]) >= 2)  # tried again, not failed
+        waiting = (await http.get(f"/runs/{run['id']}")).json()
+        monkeypatch.undo()
+        done = await wait_until(lambda: _run_if(http, run["id"], TERMINAL))
+    assert waiting["status"] == "queued" and waiting["item_id"] is None
+    assert done["status"] == "succeeded"
