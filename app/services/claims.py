@@ -70,7 +70,6 @@ _MARK_QUEUED = (
     .where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == SUBMITTING)
     .values(status=RunStatus.queued.value, item_id=bindparam("new_item_id"))
 )
-_MARK_QUEUED_WITH_INPUTS = _MARK_QUEUED.values(inputs=bindparam("new_inputs"))
 _PENDING = (_RUNS.c.status == RunStatus.queued.value, _RUNS.c.item_id.is_(None))
 _MARK_DISPATCHED = (
     update(_RUNS)
