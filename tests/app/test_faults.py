@@ -9,6 +9,7 @@ gateway's verdict for each run is compared with the queue item InvokeAI reports 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,15 +79,9 @@ async def test_invokeai_killed_mid_run_and_restarted(
             await wait_until(lambda: _is(http, runs[0]["id"], "running"), interval=0.05)
             server.kill()  # SIGKILL mid-run
 
-            # Before the gateway sees the event stream drop, it still accepts: such a run
-            # waits for InvokeAI to come back. Once it knows, runs are refused, not recorded.
-            during = await http.post(runs_url, json={"inputs": {seed: 7}})
-            assert during.status_code in (202, 503), during.text
-            if during.status_code == 202:
-                runs.append(during.json())
-            await wait_until(lambda: _events_down(http), interval=0.05)
-            refused = await http.post(runs_url, json={"inputs": {seed: 8}})
-            assert refused.status_code == 503  # not accepted, so not recorded
+            # Until the gateway sees the event stream drop it still accepts (such a run waits
+            # for InvokeAI to come back); then it refuses, and records nothing.
+            runs += await _post_until_refused(http, runs_url, seed)
             assert (await http.get("/runs")).json()["count"] == len(runs)
 
             server = invokeai_server.start(root=root, port=port, extra_config=CONFIG)
@@ -107,8 +102,20 @@ async def test_invokeai_killed_mid_run_and_restarted(
     assert after["status"] == "succeeded"
 
 
-async def _events_down(http: httpx.AsyncClient) -> bool:
-    return "events" in (await http.get("/readyz")).json()["down"]
+async def _post_until_refused(
+    http: httpx.AsyncClient, runs_url: str, seed: str
+) -> list[dict[str, Any]]:
+    """POST runs while InvokeAI is down until one is refused (503); the ones accepted."""
+    accepted: list[dict[str, Any]] = []
+    for attempt in range(200):
+        response = await http.post(runs_url, json={"inputs": {seed: 100 + attempt}})
+        if response.status_code == 503:
+            assert response.headers["retry-after"]
+            return accepted
+        assert response.status_code == 202, response.text
+        accepted.append(response.json())
+        await asyncio.sleep(0.05)
+    raise AssertionError("the gateway kept accepting runs while InvokeAI was down")
 
 
 async def _on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | None:
