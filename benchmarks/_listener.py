@@ -45,29 +45,42 @@ class ThreadedListener:
         self._thread.join(timeout=5)
 
 
-class CompletionListener(ThreadedListener):
-    """Records when each queue item's terminal status event arrived."""
+class _ArrivalListener(ThreadedListener):
+    """Records when an event first arrived for each key; ``wait_for`` blocks until it has."""
+
+    what = "event"
 
     def __init__(self, url: str, queue_id: str = "default") -> None:
         super().__init__(url, queue_id)
-        self.ended_at: dict[int, float] = {}
+        self.arrived_at: dict[Any, float] = {}
         self._cond = threading.Condition()
+
+    def _record(self, key: Any) -> None:
+        now = time.perf_counter()
+        with self._cond:
+            self.arrived_at.setdefault(key, now)
+            self._cond.notify_all()
+
+    def wait_for(self, key: Any, timeout: float = 30.0) -> float:
+        """The moment the listener saw ``key``'s event (waits for it if needed)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: key in self.arrived_at, timeout=timeout):
+                raise TimeoutError(f"no {self.what} event for {key}")
+            return self.arrived_at[key]
+
+
+class CompletionListener(_ArrivalListener):
+    """Records when each queue item's terminal status event arrived, by item id."""
+
+    what = "end"
+
+    def __init__(self, url: str, queue_id: str = "default") -> None:
+        super().__init__(url, queue_id)
         self._sio.on("queue_item_status_changed", self._on_status)
 
     async def _on_status(self, data: dict[str, Any]) -> None:
         if data.get("status") in TERMINAL:
-            now = time.perf_counter()
-            with self._cond:
-                self.ended_at.setdefault(int(data["item_id"]), now)
-                self._cond.notify_all()
-
-    def wait_for(self, item_id: int, timeout: float = 30.0) -> float:
-        """The moment the listener saw ``item_id`` end (waits for it if needed)."""
-        with self._cond:
-            ok = self._cond.wait_for(lambda: item_id in self.ended_at, timeout=timeout)
-            if not ok:
-                raise TimeoutError(f"no end event for item {item_id}")
-            return self.ended_at[item_id]
+            self._record(int(data["item_id"]))
 
 
 class NodeCompleteListener(ThreadedListener):
@@ -83,24 +96,14 @@ class NodeCompleteListener(ThreadedListener):
         self.seen.setdefault(key, time.perf_counter())
 
 
-class BatchEnqueuedListener(ThreadedListener):
+class BatchEnqueuedListener(_ArrivalListener):
     """Records when InvokeAI announced each batch enqueued (it took the items), by batch id."""
+
+    what = "batch_enqueued"
 
     def __init__(self, url: str, queue_id: str = "default") -> None:
         super().__init__(url, queue_id)
-        self.enqueued_at: dict[str, float] = {}
-        self._cond = threading.Condition()
         self._sio.on("batch_enqueued", self._on_enqueued)
 
     async def _on_enqueued(self, data: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        with self._cond:
-            self.enqueued_at.setdefault(str(data["batch_id"]), now)
-            self._cond.notify_all()
-
-    def wait_for(self, batch_id: str, timeout: float = 30.0) -> float:
-        """The moment the listener saw ``batch_id`` enqueued (waits for it if needed)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: batch_id in self.enqueued_at, timeout=timeout):
-                raise TimeoutError(f"no batch_enqueued event for batch {batch_id}")
-            return self.enqueued_at[batch_id]
+        self._record(str(data["batch_id"]))
