@@ -89,3 +89,18 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def run_if(http: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict[str, Any] | None:
+    """The run once its status is one of ``wanted``, else None (also while it is unknown)."""
+    response = await http.get(f"/runs/{run_id}")
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body if body["status"] in wanted else None
+
+
+async def run_on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | None:
+    """The run once InvokeAI holds it (its queue item is known), else None."""
+    body: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()
+    return body if body["item_id"] is not None else None

@@ -27,7 +27,14 @@ from app.services.submit import QueueFull, enqueue_run
 from app.services.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError, PermissionDeniedError, ServerError
-from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
+from tests.app.conftest import (
+    TIMEOUT,
+    load_json,
+    make_settings,
+    run_if,
+    run_on_queue,
+    wait_until,
+)
 from tests.app.live_server import serve
 
 pytestmark = pytest.mark.invokeai
@@ -51,11 +58,6 @@ async def _runs_url(http: httpx.AsyncClient, shared_workflows_dir: Path) -> str:
     response = await http.post("/workflows", json=workflow)
     assert response.status_code == 201, response.text
     return f"/workflows/{response.json()['id']}/runs"
-
-
-async def _run_if(http: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict[str, Any] | None:
-    body: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()
-    return body if body["status"] in wanted else None
 
 
 def _events(database_url: str, run_id: str) -> list[str]:
@@ -94,12 +96,12 @@ async def test_accepted_runs_reach_the_queue_in_order_with_one_item_each(
                 assert response.json()["status"] == "queued"
                 accepted.append(response.json()["id"])
             queued = [
-                await wait_until(lambda: _on_queue(http, run_id))  # noqa: B023
+                await wait_until(lambda: run_on_queue(http, run_id))  # noqa: B023
                 for run_id in accepted
             ]
         finally:
             await aclient.queue_repo.aresume_processor()
-        done = [await wait_until(lambda: _run_if(http, r, TERMINAL)) for r in accepted]  # noqa: B023
+        done = [await wait_until(lambda: run_if(http, r, TERMINAL)) for r in accepted]  # noqa: B023
     item_ids = [run["item_id"] for run in queued]
     assert item_ids == sorted(item_ids)  # InvokeAI's queue holds them in the accepted order
     assert [run["status"] for run in done] == ["succeeded"] * 6
@@ -107,11 +109,6 @@ async def test_accepted_runs_reach_the_queue_in_order_with_one_item_each(
         items = await aclient.queue_repo.alist_all_items(destination=run_id)
         assert len(items) == 1
         assert _events(http.database_url, run_id)[0] == "run.queued"  # type: ignore[attr-defined]
-
-
-async def _on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | None:
-    body: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()
-    return body if body["item_id"] is not None else None
 
 
 async def test_a_run_invokeai_refuses_ends_failed_with_the_problem_named(
@@ -126,7 +123,7 @@ async def test_a_run_invokeai_refuses_ends_failed_with_the_problem_named(
         monkeypatch.setattr(dispatch, "send_body", refuse)
         response = await http.post(runs_url, json={"inputs": {"0": "refused"}})
         assert response.status_code == 202, response.text
-        run = await wait_until(lambda: _run_if(http, response.json()["id"], TERMINAL))
+        run = await wait_until(lambda: run_if(http, response.json()["id"], TERMINAL))
         events = _events(http.database_url, run["id"])  # type: ignore[attr-defined]
     assert run["status"] == "failed"
     assert run["error"]["error_type"] == "InputInvalid"
@@ -159,9 +156,9 @@ async def test_unreachable_runs_wait_pending_and_can_be_canceled_or_expire(
         cancel = await http.post(f"/runs/{canceled['id']}/cancel")
         assert cancel.status_code == 200, cancel.text
         assert cancel.json()["status"] == "canceled"
-        expired = await wait_until(lambda: _run_if(http, expiring["id"], TERMINAL))
+        expired = await wait_until(lambda: run_if(http, expiring["id"], TERMINAL))
         monkeypatch.undo()  # InvokeAI is reachable again: the kept run goes through
-        done = await wait_until(lambda: _run_if(http, kept["id"], TERMINAL))
+        done = await wait_until(lambda: run_if(http, kept["id"], TERMINAL))
         after = (await http.get(f"/runs/{canceled['id']}")).json()
         database_url: str = http.database_url  # type: ignore[attr-defined]
     assert expired["status"] == "canceled"
@@ -198,9 +195,9 @@ async def test_pending_claims_left_by_a_crash_are_sent_or_failed_on_start(
         serve(create_app(settings)) as url,
         httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http,
     ):
-        late = await wait_until(lambda: _run_if(http, never_sent.id, TERMINAL))
-        found = await wait_until(lambda: _run_if(http, sent.id, TERMINAL))
-        failed = await wait_until(lambda: _run_if(http, bad.id, TERMINAL))
+        late = await wait_until(lambda: run_if(http, never_sent.id, TERMINAL))
+        found = await wait_until(lambda: run_if(http, sent.id, TERMINAL))
+        failed = await wait_until(lambda: run_if(http, bad.id, TERMINAL))
     assert late["status"] == found["status"] == "succeeded"
     assert late["outputs"][0]["values"] == ["leftgreenbehind"]
     assert found["outputs"][0]["values"] == ["sentgreenonce"]
@@ -250,8 +247,8 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
         with monkeypatch.context() as patched:
             patched.setattr(dispatch, "send_body", forbidden)
             after_4xx = (await http.post(runs_url, json={"inputs": {"0": "four"}})).json()
-            refused = await wait_until(lambda: _run_if(http, after_4xx["id"], TERMINAL))
-        sent = await wait_until(lambda: _run_if(http, after_5xx["id"], TERMINAL))
+            refused = await wait_until(lambda: run_if(http, after_4xx["id"], TERMINAL))
+        sent = await wait_until(lambda: run_if(http, after_5xx["id"], TERMINAL))
     assert sent["status"] == "succeeded"
     assert len(await aclient.queue_repo.alist_all_items(destination=sent["id"])) == 1
     assert refused["status"] == "failed"
@@ -275,6 +272,6 @@ async def test_a_run_waits_while_invokeais_queue_is_full(
         await wait_until(lambda: attempts.count(run["id"]) >= 2)  # tried again, not failed
         waiting = (await http.get(f"/runs/{run['id']}")).json()
         monkeypatch.undo()
-        done = await wait_until(lambda: _run_if(http, run["id"], TERMINAL))
+        done = await wait_until(lambda: run_if(http, run["id"], TERMINAL))
     assert waiting["status"] == "queued" and waiting["item_id"] is None
     assert done["status"] == "succeeded"

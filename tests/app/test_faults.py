@@ -21,7 +21,7 @@ import pytest
 from app.main import create_app
 from app.services.follow import run_status_for
 from invokeai_py_client import InvokeAIClient
-from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
+from tests.app.conftest import TIMEOUT, load_json, make_settings, run_on_queue, wait_until
 from tests.app.live_server import free_port, serve
 from tests.support import invokeai_server
 
@@ -118,12 +118,6 @@ async def _post_until_refused(
     raise AssertionError("the gateway kept accepting runs while InvokeAI was down")
 
 
-async def _on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | None:
-    """The run once InvokeAI holds it (its queue item is known), else None."""
-    run: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()
-    return run if run["item_id"] is not None else None
-
-
 async def _is(http: httpx.AsyncClient, run_id: str, wanted: str) -> bool:
     return await _status(http, run_id) == wanted
 
@@ -158,7 +152,7 @@ async def test_invokeai_restarted_without_its_queue(
                 )
                 assert response.status_code == 202, response.text
                 run_id = response.json()["id"]
-                runs.append(await wait_until(lambda: _on_queue(http, run_id)))  # noqa: B023
+                runs.append(await wait_until(lambda: run_on_queue(http, run_id)))  # noqa: B023
             server.kill()
             shutil.rmtree(root / "databases")  # the queue is gone with the database
             server = invokeai_server.start(root=root, port=port, extra_config=CONFIG)

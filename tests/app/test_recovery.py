@@ -29,7 +29,7 @@ from app.services.inputs import apply_inputs
 from app.services.submit import enqueue_run
 from app.services.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
-from tests.app.conftest import TIMEOUT, load_json, make_settings, wait_until
+from tests.app.conftest import TIMEOUT, load_json, make_settings, run_if, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up, serve
 
 pytestmark = pytest.mark.invokeai
@@ -68,7 +68,7 @@ async def test_sigkilled_service_loses_no_accepted_run(
                 await wait_until(lambda: gateway_up(http))
                 # Still paused: only the restarted gateway can cancel the late run.
                 late_done = await wait_until(
-                    lambda: _run_if(http, late.json()["id"], TERMINAL), timeout=30
+                    lambda: run_if(http, late.json()["id"], TERMINAL), timeout=30
                 )
                 await aclient.queue_repo.aresume_processor()
                 finished = [await _finished(http, run["id"]) for run in accepted]
@@ -86,16 +86,8 @@ async def test_sigkilled_service_loses_no_accepted_run(
 
 
 async def _finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = await wait_until(lambda: _run_if(http, run_id, TERMINAL), timeout=90)
+    found: dict[str, Any] = await wait_until(lambda: run_if(http, run_id, TERMINAL), timeout=90)
     return found
-
-
-async def _run_if(http: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict[str, Any] | None:
-    response = await http.get(f"/runs/{run_id}")
-    if response.status_code != 200:
-        return None
-    body: dict[str, Any] = response.json()
-    return body if body["status"] in wanted else None
 
 
 async def test_claims_left_by_a_crash_are_resolved_by_batch(
@@ -127,7 +119,7 @@ async def test_claims_left_by_a_crash_are_resolved_by_batch(
     )
 
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
-        done = await wait_until(lambda: _run_if(http, enqueued_run.id, TERMINAL), timeout=60)
+        done = await wait_until(lambda: run_if(http, enqueued_run.id, TERMINAL), timeout=60)
         # A retry with the key of the recovered run gets that run, not a second one.
         again = await http.post(
             f"/workflows/{workflow_id}/runs", json=body, headers={"Idempotency-Key": "crash-key"}

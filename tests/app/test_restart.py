@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from app.core.db import make_engine
 from app.models import RunEvent
 from invokeai_py_client import InvokeAIClient
-from tests.app.conftest import load_json, wait_until
+from tests.app.conftest import load_json, run_on_queue, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up
 
 pytestmark = pytest.mark.invokeai
@@ -46,7 +46,9 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
                 assert response.status_code == 202, response.text
                 assert response.json()["status"] == "queued"
                 # Killed once InvokeAI holds the run (a kill before: tests/app/test_recovery.py).
-                run: dict[str, Any] = await wait_until(lambda: _on_queue(http, response.json()))
+                run: dict[str, Any] = await wait_until(
+                    lambda: run_on_queue(http, response.json()["id"])
+                )
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
             finally:
@@ -74,8 +76,3 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
         types = [e.event_type for e in session.exec(query)]
     assert types[0] == "run.queued" and types[-1] == "run.succeeded"
     assert "run.started" in types
-
-
-async def _on_queue(http: httpx.AsyncClient, accepted: dict[str, Any]) -> dict[str, Any] | None:
-    run: dict[str, Any] = (await http.get(f"/runs/{accepted['id']}")).json()
-    return run if run["item_id"] is not None else None
