@@ -14,7 +14,7 @@ WORKDIR /opt/gateway
 COPY pyproject.toml README.md ./
 COPY invokeai_py_client ./invokeai_py_client
 COPY app ./app
-# The migrations ship inside the app package (app/migrations), so a plain install will do.
+# The migrations ship inside the app package (app/db/migrations), so a plain install will do.
 RUN pip install ".[gateway]"
 
 # -- runtime ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.core.config import Settings
-from app.core.db import run_migrations
+from app.db.engine import run_migrations
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 

@@ -17,14 +17,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app._version import gateway_version
-from app.api.main import api_router
+from app.api.router import api_router
 from app.core.config import Settings, get_settings
-from app.core.db import checkpoint_forever, make_engine, run_migrations
 from app.core.errors import install_handlers
 from app.core.security import check_bind, install_security
-from app.events import InMemoryEventBroker
-from app.services.runs import RunService
-from app.services.webhook_worker import WebhookWorker
+from app.db.engine import checkpoint_forever, make_engine, run_migrations
+from app.runs.service import RunService
+from app.streaming.broker import InMemoryEventBroker
+from app.webhooks.worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = ["create_app"]

@@ -11,14 +11,14 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app import crud
 from app.core.config import Settings
-from app.core.db import open_session
 from app.core.errors import NotFound
-from app.events import EventBroker
-from app.models import Run, Workflow
-from app.services.claims import SUBMITTING
-from app.services.runs import RunService
+from app.db import queries as crud
+from app.db.claims import SUBMITTING
+from app.db.engine import open_session
+from app.db.tables import Run, Workflow
+from app.runs.service import RunService
+from app.streaming.broker import EventBroker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = [

@@ -18,10 +18,10 @@ from sqlmodel import Session, SQLModel
 
 from app.api.routes import events as events_routes
 from app.core.config import Settings
-from app.core.db import make_engine
 from app.core.errors import install_handlers
-from app.events import InMemoryEventBroker
-from app.models import Run, RunEvent, Workflow
+from app.db.engine import make_engine
+from app.db.tables import Run, RunEvent, Workflow
+from app.streaming.broker import InMemoryEventBroker
 from tests.app.live_server import serve
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from app.cli import build_parser, main, settings_from_args
 from app.core.config import Settings
-from app.core.db import make_engine
+from app.db.engine import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

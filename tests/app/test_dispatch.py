@@ -17,14 +17,14 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from app.core.db import make_engine
 from app.core.errors import InputInvalid
+from app.db.engine import make_engine
+from app.db.tables import Run, RunEvent, RunStatus, Workflow
 from app.main import create_app
-from app.models import Run, RunEvent, RunStatus, Workflow
-from app.services import dispatch
-from app.services.inputs import apply_inputs
-from app.services.submit import QueueFull, enqueue_run
-from app.services.workflows import load_handle
+from app.runs import dispatcher as dispatch
+from app.runs.enqueue import QueueFull, enqueue_run
+from app.runs.inputs import apply_inputs
+from app.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError, PermissionDeniedError, ServerError
 from tests.app.conftest import (

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.services.follow import run_status_for
+from app.runs.translate import run_status_for
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import TIMEOUT, load_json, make_settings, run_on_queue, wait_until
 from tests.app.live_server import free_port, serve

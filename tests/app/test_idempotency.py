@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from app.core.db import make_engine
+from app.db.engine import make_engine
+from app.db.tables import Run
 from app.main import create_app
-from app.models import Run
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import TIMEOUT, load_json, make_settings, register, wait_until
 from tests.app.live_server import free_port, serve

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from starlette.types import Message
 
-from app.api.sse import (
+from app.streaming.broker import InMemoryEventBroker
+from app.streaming.wire import (
     Connection,
     EventStreamResponse,
     SendTimeout,
@@ -18,7 +19,6 @@ from app.api.sse import (
     run_eagerly,
     wire_cache,
 )
-from app.events import InMemoryEventBroker
 
 
 def event(event_id: int, kind: str = "node.progress") -> dict[str, Any]:

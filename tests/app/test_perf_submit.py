@@ -10,14 +10,15 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from app import crud, crud_webhooks
 from app.api import deps
 from app.api.deps import WorkflowCache
-from app.core.db import make_engine
-from app.models import Run, RunEvent, RunStatus, Workflow
-from app.services import claims
-from app.services.claims import SUBMITTING, Claim
-from app.webhook_models import WebhookDelivery, WebhookSubscription
+from app.db import claims
+from app.db import outbox as crud_webhooks
+from app.db import queries as crud
+from app.db.claims import SUBMITTING, Claim
+from app.db.engine import make_engine
+from app.db.tables import Run, RunEvent, RunStatus, Workflow
+from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
 
 
 def database(tmp_path: Path) -> Engine:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
-from app.core.db import make_engine
-from app.models import RunEvent
+from app.db.engine import make_engine
+from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import load_json, run_on_queue, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up

@@ -7,10 +7,10 @@ import base64
 import pytest
 
 from app.api.routes.runs import parse_prefer_wait
-from app.services.follow import error_from_item, node_event, outputs_with_urls, run_status_for
-from app.services.inputs import decode_data_url, parse_index
-from app.services.outputs import plain_value
-from app.services.workflows import fingerprint, input_changes, run_body_schema
+from app.runs.inputs import decode_data_url, parse_index
+from app.runs.outputs import plain_value
+from app.runs.translate import error_from_item, node_event, outputs_with_urls, run_status_for
+from app.workflows import fingerprint, input_changes, run_body_schema
 
 
 def _input(index: int, node: str, field: str, **extra: object) -> dict[str, object]:

@@ -13,8 +13,8 @@ from PIL import Image
 from sqlmodel import Session, col, select
 
 from app.core.config import Settings
-from app.core.db import make_engine
-from app.models import RunEvent
+from app.db.engine import make_engine
+from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
 from tests.app.conftest import load_json, register, wait_until
 

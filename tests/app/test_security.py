@@ -23,10 +23,10 @@ from sqlmodel import Session, col, select
 from starlette.routing import BaseRoute, Route
 
 from app.core.config import Settings
-from app.core.db import make_engine
 from app.core.security import PUBLIC_PATHS, InsecureBind, is_loopback, key_matches
+from app.db.engine import make_engine
+from app.db.tables import RunEvent
 from app.main import create_app
-from app.models import RunEvent
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.auth import setup_admin
 from tests.app.conftest import TIMEOUT, load_json, make_settings

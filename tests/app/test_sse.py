@@ -17,8 +17,8 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from sqlmodel import Session, col, select
 
-from app.core.db import make_engine
-from app.models import RunEvent
+from app.db.engine import make_engine
+from app.db.tables import RunEvent
 from tests.app.live_server import Served, serve_gateway
 from tests.support.workflow_factory import tiny_blur_workflow
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.events import (
+from app.streaming.broker import (
     DELIVERY_SLICE,
     Event,
     InMemoryEventBroker,

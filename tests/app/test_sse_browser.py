@@ -23,8 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
-from app.core.db import make_engine
-from app.models import RunEvent
+from app.db.engine import make_engine
+from app.db.tables import RunEvent
 from tests.app.live_server import Served, free_port, serve, serve_gateway
 from tests.support.workflow_factory import tiny_blur_workflow
 

@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from app import crud
-from app.core import db
-from app.core.db import alembic_config, make_engine, run_migrations
-from app.models import Run
+from app.db import engine as db
+from app.db import queries as crud
+from app.db.engine import alembic_config, make_engine, run_migrations
+from app.db.tables import Run
 
 
 def _config(url: str) -> Config:
@@ -81,7 +81,7 @@ def test_event_ids_are_never_reused_after_deletion(tmp_path: Path) -> None:
 def test_migrations_ship_inside_the_package() -> None:
     """An installed wheel (the Docker image) must find its migrations without the checkout."""
     import app
-    from app.core.db import MIGRATIONS_DIR
+    from app.db.engine import MIGRATIONS_DIR
 
     assert MIGRATIONS_DIR.is_relative_to(Path(app.__file__).parent)
     assert (MIGRATIONS_DIR / "env.py").is_file()

@@ -9,8 +9,7 @@ from functools import partial
 
 import pytest
 
-from app.services.webhook_worker import body_bytes
-from app.services.webhooks import (
+from app.webhooks.policy import (
     EVENT_TYPES,
     Target,
     WebhookTargetRefused,
@@ -22,6 +21,7 @@ from app.services.webhooks import (
     retry_delay,
     wants,
 )
+from app.webhooks.worker import body_bytes
 from invokeai_py_client.webhooks import generate_secret, verify_signature, webhook_headers
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

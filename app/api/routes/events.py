@@ -35,7 +35,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from sse_starlette import ServerSentEvent
 
-from app.api.sse import (
+from app.core.errors import NotFound
+from app.db.tables import Run, RunEvent, RunStatus
+from app.streaming.broker import (
+    Event,
+    EventBroker,
+    SubscriberLagging,
+    Subscription,
+    is_terminal_event,
+)
+from app.streaming.wire import (
     Connection,
     EventStreamResponse,
     WireCache,
@@ -44,15 +53,6 @@ from app.api.sse import (
     ping_chunk,
     wire_cache,
 )
-from app.core.errors import NotFound
-from app.events import (
-    Event,
-    EventBroker,
-    SubscriberLagging,
-    Subscription,
-    is_terminal_event,
-)
-from app.models import Run, RunEvent, RunStatus
 
 __all__ = ["router"]
 

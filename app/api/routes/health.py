@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from app.models import RunEvent
+from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
 

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import Field, ValidationError
 
-from app import crud
 from app.api.deps import RunDep, RunServiceDep, SessionDep, WorkflowToRunDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
-from app.models import Run, RunCreate, RunPublic, RunsPublic, RunStatus
-from app.services.claims import PUBLIC_STATUSES, request_hash
-from app.services.follow import outputs_with_urls
-from app.services.runs import Submission
-from app.services.webhooks import check_target
+from app.db import queries as crud
+from app.db.claims import PUBLIC_STATUSES, request_hash
+from app.db.tables import Run, RunCreate, RunPublic, RunsPublic, RunStatus
+from app.runs.service import Submission
+from app.runs.translate import outputs_with_urls
+from app.webhooks.policy import check_target
 
 __all__ = ["parse_prefer_wait", "router", "run_public"]
 

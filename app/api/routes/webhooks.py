@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app import crud, crud_webhooks
 from app.api.deps import RunDep, SessionDep, SettingsDep
 from app.core.errors import NotFound, WorkflowInvalid
-from app.models import WebhookEventName
-from app.services.webhooks import check_target
-from app.webhook_models import WebhookDelivery, WebhookSubscription
+from app.db import outbox as crud_webhooks
+from app.db import queries as crud
+from app.db.tables import WebhookEventName
+from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
+from app.webhooks.policy import check_target
 
 __all__ = ["router"]
 

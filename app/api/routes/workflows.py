@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from starlette.datastructures import UploadFile
 
-from app import crud
 from app.api.deps import ClientDep, SessionDep, SettingsDep, WorkflowDep, workflow_cache
 from app.api.limits import read_body_limited
 from app.core.errors import WorkflowInvalid
-from app.models import (
+from app.db import queries as crud
+from app.db.tables import (
     InputChanges,
     Workflow,
     WorkflowDetail,
@@ -19,7 +19,7 @@ from app.models import (
     WorkflowsPublic,
     WorkflowUpdated,
 )
-from app.services.workflows import (
+from app.workflows import (
     DescribedWorkflow,
     describe_workflow,
     input_changes,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Field, SQLModel
 
-from app.models import _json, _new_id, _time
+from app.db.tables import _json, _new_id, _time
 
 __all__ = [
     "DeliveryStatus",

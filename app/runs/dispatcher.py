@@ -27,14 +27,14 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app import crud
 from app.core.errors import GatewayError, WorkflowInvalid
-from app.models import Run, RunStatus, utcnow
-from app.services import claims
-from app.services.follower import RunFollower
-from app.services.inputs import apply_inputs
-from app.services.submit import QueueFull, build_body, nothing_sent, send_body
-from app.services.workflows import load_handle
+from app.db import claims
+from app.db import queries as crud
+from app.db.tables import Run, RunStatus, utcnow
+from app.runs.enqueue import QueueFull, build_body, nothing_sent, send_body
+from app.runs.follower import RunFollower
+from app.runs.inputs import apply_inputs
+from app.workflows import load_handle
 from invokeai_py_client.exceptions import (
     APIConnectionError,
     APIStatusError,

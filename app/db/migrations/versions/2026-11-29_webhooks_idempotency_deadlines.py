@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app.models
+import app.db.tables
 
 
 revision: str = '2b7c91e4f0a1'
@@ -28,7 +28,7 @@ def upgrade() -> None:
     sa.Column('event_types', sa.JSON(), nullable=True),
     sa.Column('workflow_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('description', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhooksubscription'))
     )
     with op.batch_alter_table('webhooksubscription', schema=None) as batch_op:
@@ -44,11 +44,11 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('next_attempt_at', app.db.tables.UTCDateTime(), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
-    sa.Column('delivered_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
+    sa.Column('delivered_at', app.db.tables.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['run_id'], ['run.id'], name=op.f('fk_webhookdelivery_run_id_run')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhookdelivery'))
     )
@@ -61,7 +61,7 @@ def upgrade() -> None:
     op.create_table('webhookattempt',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('delivery_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('attempted_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('attempted_at', app.db.tables.UTCDateTime(), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('duration_ms', sa.Float(), nullable=True),
@@ -75,7 +75,7 @@ def upgrade() -> None:
     with op.batch_alter_table('run', schema=None) as batch_op:
         batch_op.add_column(sa.Column('idempotency_key', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
         batch_op.add_column(sa.Column('request_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
-        batch_op.add_column(sa.Column('cancel_at', app.models.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('cancel_at', app.db.tables.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('webhook_url', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
         batch_op.add_column(sa.Column('webhook_events', sa.JSON(), nullable=True))
         batch_op.create_index(batch_op.f('ix_run_cancel_at'), ['cancel_at'], unique=False)

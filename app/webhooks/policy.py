@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core.errors import GatewayError
-from app.services.follow import outputs_with_urls
+from app.runs.translate import outputs_with_urls
 
 __all__ = [
     "DEFAULT_EVENTS",

@@ -25,7 +25,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Inside the package, so an installed wheel (the Docker image) can migrate its database.
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 # Checkpoints (copying the WAL back into the database, with an fsync) are run by

@@ -27,12 +27,12 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app import crud_webhooks
 from app._version import gateway_version
 from app.core.config import Settings
-from app.models import utcnow
-from app.services.webhooks import WebhookTargetRefused, check_target, next_attempt
-from app.webhook_models import DeliveryStatus, WebhookDelivery
+from app.db import outbox as crud_webhooks
+from app.db.tables import utcnow
+from app.db.webhook_tables import DeliveryStatus, WebhookDelivery
+from app.webhooks.policy import WebhookTargetRefused, check_target, next_attempt
 from invokeai_py_client._retry import parse_retry_after
 from invokeai_py_client.webhooks import generate_secret, parse_secrets, webhook_headers
 

@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import crud_webhooks
-from app.crud_webhooks import StoredEvent
-from app.models import Run, RunStatus, utcnow
+from app.db import outbox as crud_webhooks
+from app.db.outbox import StoredEvent
+from app.db.tables import Run, RunStatus, utcnow
 
 __all__ = [
     "PUBLIC_STATUSES",

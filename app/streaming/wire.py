@@ -34,7 +34,7 @@ from sse_starlette.sse import AppStatus
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.events import Event, EventBroker, to_wire
+from app.streaming.broker import Event, EventBroker, to_wire
 
 __all__ = [
     "Connection",

@@ -21,14 +21,14 @@ from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
-from app.models import Run, RunEvent, utcnow
-from app.services.webhooks import build_payload, event_name_for, wants
-from app.webhook_models import (
+from app.db.tables import Run, RunEvent, utcnow
+from app.db.webhook_tables import (
     DeliveryStatus,
     WebhookAttempt,
     WebhookDelivery,
     WebhookSubscription,
 )
+from app.webhooks.policy import build_payload, event_name_for, wants
 
 __all__ = [
     "StoredEvent",

@@ -12,7 +12,7 @@ from sqlalchemy import Table, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.models import Run, RunEvent, RunStatus, Workflow, WorkflowVersion, utcnow
+from app.db.tables import Run, RunEvent, RunStatus, Workflow, WorkflowVersion, utcnow
 
 __all__ = [
     "add_run_event",

@@ -27,16 +27,16 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app import crud
 from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
-from app.models import Run, RunStatus, Workflow, utcnow
-from app.services import claims
-from app.services.claims import SUBMITTING, Claim
-from app.services.dispatch import Prepared, RunDispatcher
-from app.services.inputs import apply_inputs
-from app.services.submit import build_body, nothing_sent, send_body
-from app.services.tracking import deadline_error
-from app.services.workflows import load_handle
+from app.db import claims
+from app.db import queries as crud
+from app.db.claims import SUBMITTING, Claim
+from app.db.tables import Run, RunStatus, Workflow, utcnow
+from app.runs.dispatcher import Prepared, RunDispatcher
+from app.runs.enqueue import build_body, nothing_sent, send_body
+from app.runs.inputs import apply_inputs
+from app.runs.registry import deadline_error
+from app.workflows import load_handle
 from invokeai_py_client.exceptions import APIConnectionError, InvokeAIError, NotFoundError
 
 __all__ = ["IdempotencyConflict", "RunService", "Submission", "TooManyRuns"]

@@ -23,15 +23,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app import crud, crud_webhooks
 from app.core.config import Settings
-from app.crud_webhooks import StoredEvent
-from app.events import EventBroker
-from app.models import Run, RunStatus, utcnow
-from app.services.follow import error_from_item, node_event, run_status_for
-from app.services.outputs import compute_outputs
-from app.services.tracking import Tracked as _Tracked
-from app.services.tracking import checks_after_bulk_read, deadline_error, lost_error
+from app.db import outbox as crud_webhooks
+from app.db import queries as crud
+from app.db.outbox import StoredEvent
+from app.db.tables import Run, RunStatus, utcnow
+from app.runs.outputs import compute_outputs
+from app.runs.registry import Tracked as _Tracked
+from app.runs.registry import checks_after_bulk_read, deadline_error, lost_error
+from app.runs.translate import error_from_item, node_event, run_status_for
+from app.streaming.broker import EventBroker
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
 from invokeai_py_client.queue.models import IvkJob

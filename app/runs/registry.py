@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.services.follow import run_status_for
+from app.runs.translate import run_status_for
 from invokeai_py_client.queue.models import IvkJob
 
 __all__ = ["Tracked", "checks_after_bulk_read", "deadline_error", "lost_error"]

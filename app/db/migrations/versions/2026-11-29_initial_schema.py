@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import app.models
+import app.db.tables
 
 
 revision: str = 'd70e74ac434e'
@@ -30,9 +30,9 @@ def upgrade() -> None:
     sa.Column('definition', sa.JSON(), nullable=False),
     sa.Column('inputs', sa.JSON(), nullable=False),
     sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', app.models.UTCDateTime(), nullable=False),
-    sa.Column('deleted_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', app.db.tables.UTCDateTime(), nullable=False),
+    sa.Column('deleted_at', app.db.tables.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow'))
     )
     op.create_table('run',
@@ -45,9 +45,9 @@ def upgrade() -> None:
     sa.Column('item_id', sa.Integer(), nullable=True),
     sa.Column('session_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
-    sa.Column('started_at', app.models.UTCDateTime(), nullable=True),
-    sa.Column('finished_at', app.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
+    sa.Column('started_at', app.db.tables.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', app.db.tables.UTCDateTime(), nullable=True),
     sa.Column('error', sa.JSON(), nullable=True),
     sa.Column('outputs', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflow.id'], name=op.f('fk_run_workflow_id_workflow')),
@@ -67,7 +67,7 @@ def upgrade() -> None:
     sa.Column('definition', sa.JSON(), nullable=False),
     sa.Column('inputs', sa.JSON(), nullable=False),
     sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflow.id'], name=op.f('fk_workflowversion_workflow_id_workflow')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workflowversion')),
     sa.UniqueConstraint('workflow_id', 'version', name=op.f('uq_workflowversion_workflow_id'))
@@ -81,7 +81,7 @@ def upgrade() -> None:
     sa.Column('workflow_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('event_type', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
-    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', app.db.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['run.id'], name=op.f('fk_runevent_run_id_run')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runevent')),
     sqlite_autoincrement=True

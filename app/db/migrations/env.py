@@ -1,13 +1,14 @@
-"""Alembic environment: URL from the gateway's Settings, metadata from ``app.models``."""
+"""Alembic environment: URL from the gateway's Settings, metadata from ``app.db.tables``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app import models, webhook_models  # noqa: F401 (registers the tables)
 from app.core.config import Settings
-from app.core.db import make_engine
+from app.db import tables as models  # registers the tables
+from app.db import webhook_tables  # noqa: F401 (registers the tables)
+from app.db.engine import make_engine
 
 config = context.config
 target_metadata = models.METADATA
