@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from app.core.config import Settings
 from app.core.errors import NotFound
-from app.db import queries as crud
+from app.db import queries
 from app.db.claims import SUBMITTING
 from app.db.engine import open_session
 from app.db.tables import Run, Workflow
@@ -74,7 +74,7 @@ def _release(session: Session) -> None:
 
 def valid_workflow(workflow_id: str, session: SessionDep) -> Workflow:
     """The workflow named in the path, or 404."""
-    workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
+    workflow = queries.get_workflow(session=session, workflow_id=workflow_id)
     _release(session)
     if workflow is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
@@ -83,7 +83,7 @@ def valid_workflow(workflow_id: str, session: SessionDep) -> Workflow:
 
 def valid_run(run_id: str, session: SessionDep) -> Run:
     """The run named in the path, or 404."""
-    run = crud.get_run(session=session, run_id=run_id)
+    run = queries.get_run(session=session, run_id=run_id)
     _release(session)
     if run is None or run.status == SUBMITTING:  # not enqueued (yet): not a run of the API
         raise NotFound(f"no run with id {run_id!r}")
@@ -143,7 +143,7 @@ class WorkflowCache:
         workflow = self._rows.get(key)
         if workflow is None:
             with Session(engine, expire_on_commit=False) as session:
-                workflow = crud.get_workflow(session=session, workflow_id=workflow_id)
+                workflow = queries.get_workflow(session=session, workflow_id=workflow_id)
             if workflow is None or workflow.version != version:
                 self.forget(workflow_id)
                 return workflow  # changed meanwhile: use it, do not keep it

@@ -6,12 +6,15 @@ one key enqueues; the others return the winner's run. A claim is one of two kind
 
 * *pending*: ``queued`` with no item id yet. The run was accepted (202) and is on its way to
   InvokeAI; one left behind by a crash is looked up by its batch id, and enqueued when
-  InvokeAI does not have it (``RunDispatcher``).
+  InvokeAI does not have it (``app.runs.reconciler``).
 * *submitting*: an internal status, for a request that is answered only once InvokeAI took
   the run (while InvokeAI's events are not followed, so its reachability is unknown).
   ``submitting`` rows are invisible in the API (``GET /runs`` lists only the public
   statuses; ``GET /runs/{id}`` answers 404); one left behind is looked up by its batch id,
   and forgotten when InvokeAI never got it (nobody was told it was accepted).
+
+A claim becomes a queued run (and a pending one a failed or canceled one) through
+``app.runs.transition``, with its event, in one transaction.
 """
 
 from __future__ import annotations
@@ -23,13 +26,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Table, delete, func, insert, literal_column, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.db import outbox as crud_webhooks
-from app.db.outbox import StoredEvent
 from app.db.tables import Run, RunStatus, utcnow
 
 __all__ = [
@@ -37,15 +38,11 @@ __all__ = [
     "SUBMITTING",
     "Claim",
     "claim_run",
-    "close_pending",
-    "count_unfinished",
     "delete_claim",
     "find_by_key",
     "list_due",
     "list_pending",
     "list_submitting",
-    "mark_queued",
-    "mark_queued_with_event",
     "release_expired_keys",
     "request_hash",
 ]
@@ -65,17 +62,7 @@ _COUNT_UNFINISHED = (
     .where(_RUNS.c.status.in_([literal_column(f"'{status}'") for status in _UNFINISHED]))
 )
 _INSERT_RUN = insert(_RUNS)
-_MARK_QUEUED = (
-    update(_RUNS)
-    .where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == SUBMITTING)
-    .values(status=RunStatus.queued.value, item_id=bindparam("new_item_id"))
-)
 _PENDING = (_RUNS.c.status == RunStatus.queued.value, _RUNS.c.item_id.is_(None))
-_MARK_DISPATCHED = (
-    update(_RUNS)
-    .where(_RUNS.c.id == bindparam("run_id"), *_PENDING)
-    .values(item_id=bindparam("new_item_id"))
-)
 
 
 def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
@@ -110,99 +97,6 @@ def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
     return Claim.CLAIMED
 
 
-def _mark_queued(
-    connection: Connection,
-    run_id: str,
-    item_id: int,
-    inputs: dict[str, Any] | None,
-    *,
-    pending: bool = False,
-) -> bool:
-    """The UPDATE that gives a claim its queue item; False when it was no longer a claim.
-
-    A ``submitting`` row becomes ``queued``; a ``pending`` one (already ``queued``, as it was
-    answered so) only gets its item id.
-    """
-    params: dict[str, Any] = {"run_id": run_id, "new_item_id": item_id}
-    statement = _MARK_DISPATCHED if pending else _MARK_QUEUED
-    if inputs is not None:
-        statement, params["new_inputs"] = statement.values(inputs=bindparam("new_inputs")), inputs
-    result = connection.execute(statement, params)
-    return bool(getattr(result, "rowcount", 0))
-
-
-def mark_queued(
-    engine: Engine, run_id: str, item_id: int, inputs: dict[str, Any] | None = None
-) -> Run | None:
-    """Move a ``submitting`` row to ``queued``; None when it was no longer ``submitting``."""
-    with engine.begin() as connection:
-        moved = _mark_queued(connection, run_id, item_id, inputs)
-    if not moved:
-        return None
-    with Session(engine, expire_on_commit=False) as session:
-        return session.get(Run, run_id)
-
-
-def mark_queued_with_event(
-    engine: Engine,
-    run: Run,
-    item_id: int,
-    inputs: dict[str, Any] | None,
-    event_data: dict[str, Any],
-) -> StoredEvent | None:
-    """Give the claimed ``run`` its queue item and store its ``run.queued`` event (and the
-    webhook deliveries it causes) in ONE transaction; None when it was no longer a claim
-    (a pending run canceled meanwhile, a ``submitting`` row resolved by another caller).
-
-    ``run`` is the claim as stored; it is updated in place to match the row.
-    """
-    pending = run.status == RunStatus.queued.value
-    with engine.connect() as connection:
-        if not _mark_queued(connection, run.id, item_id, inputs, pending=pending):
-            connection.rollback()
-            return None
-        run.status, run.item_id = RunStatus.queued.value, item_id
-        if inputs is not None:
-            run.inputs = inputs
-        row = crud_webhooks.add_run_event_with_deliveries(
-            connection=connection,
-            run_id=run.id,
-            workflow_id=run.workflow_id,
-            event_type="run.queued",
-            data=event_data,
-            run=run.model_dump(),
-        )
-        connection.commit()
-        return row
-
-
-def close_pending(
-    engine: Engine, run: Run, status: RunStatus, error: dict[str, Any] | None
-) -> StoredEvent | None:
-    """End a pending run that never reached InvokeAI, with its ``run.<status>`` event, in ONE
-    transaction; None when it was no longer pending (it got its queue item meanwhile)."""
-    finished = utcnow()
-    closing = update(_RUNS).where(_RUNS.c.id == run.id, *_PENDING)
-    with engine.connect() as connection:
-        result = connection.execute(
-            closing.values(status=status.value, finished_at=finished, error=error)
-        )
-        if not getattr(result, "rowcount", 0):
-            connection.rollback()
-            return None
-        run.status, run.finished_at, run.error = status.value, finished, error
-        row = crud_webhooks.add_run_event_with_deliveries(
-            connection=connection,
-            run_id=run.id,
-            workflow_id=run.workflow_id,
-            event_type=f"run.{status.value}",
-            data={"synthetic": True} | ({"error": error} if error else {}),
-            run=run.model_dump(),
-        )
-        connection.commit()
-        return row
-
-
 def find_by_key(engine: Engine, key: str) -> Run | None:
     """The run holding ``key``, if any."""
     with Session(engine, expire_on_commit=False) as session:
@@ -214,16 +108,6 @@ def delete_claim(engine: Engine, run_id: str) -> None:
     with Session(engine) as session:
         session.execute(delete(Run).where(col(Run.id) == run_id, col(Run.status) == SUBMITTING))
         session.commit()
-
-
-def count_unfinished(engine: Engine) -> int:
-    """Runs not yet terminal, ``submitting`` ones included."""
-    with Session(engine) as session:
-        return _unfinished(session)
-
-
-def _unfinished(session: Session) -> int:
-    return int(session.connection().execute(_COUNT_UNFINISHED).scalar_one())
 
 
 def list_submitting(engine: Engine) -> Sequence[Run]:

@@ -68,6 +68,17 @@ class StoredEvent:
     data: dict[str, Any]
     created_at: datetime
 
+    def as_event(self) -> dict[str, Any]:
+        """The event as the broker publishes it and the SSE streams send it."""
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "workflow_id": self.workflow_id,
+            "event": self.event_type,
+            "data": self.data,
+            "created_at": self.created_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class _Subscription:

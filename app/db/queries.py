@@ -1,4 +1,5 @@
-"""Database functions, keyword-only, one small transaction each."""
+"""Workflows and runs in the database: each function one short transaction (the run
+state changes are in ``app.runs.transition``, the claims in ``claims``)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, or_, update
+from sqlalchemy import or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.db.tables import Run, RunEvent, RunStatus, Workflow, WorkflowVersion, utcnow
+from app.db.tables import Run, RunStatus, Workflow, WorkflowVersion, utcnow
 
 __all__ = [
-    "add_run_event",
     "add_workflow_version",
-    "create_run",
     "create_workflow",
     "decode_cursor",
     "delete_workflow",
     "encode_cursor",
+    "find_run",
     "get_run",
     "get_workflow",
     "get_workflow_version",
-    "list_run_events",
     "list_runs",
     "list_unfinished_runs",
     "list_workflows",
-    "set_run_columns",
+    "load_run",
 ]
 
 TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -132,24 +131,22 @@ def delete_workflow(*, session: Session, workflow: Workflow) -> None:
 # -- runs -----------------------------------------------------------------------------------
 
 
-def create_run(*, session: Session, run: Run) -> Run:
-    """Store a run that InvokeAI accepted."""
-    session.add(run)
-    session.commit()
-    session.refresh(run)
-    return run
-
-
 def get_run(*, session: Session, run_id: str) -> Run | None:
     """The run, or None."""
     return session.get(Run, run_id)
 
 
-def set_run_columns(engine: Engine, run_id: str, **changes: Any) -> None:
-    """Set columns of a run in one UPDATE (the follower's status changes: no read back)."""
-    runs: Table = Run.__table__  # type: ignore[attr-defined]
-    with engine.begin() as connection:
-        connection.execute(update(runs).where(runs.c.id == run_id).values(**changes))
+def find_run(engine: Engine, run_id: str) -> Run | None:
+    """The stored run (its own short session), or None."""
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Run, run_id)
+
+
+def load_run(engine: Engine, run_id: str) -> Run:
+    """A run known to exist (runs are never deleted once accepted)."""
+    run = find_run(engine, run_id)
+    assert run is not None, f"run {run_id} vanished"
+    return run
 
 
 def list_unfinished_runs(*, session: Session) -> Sequence[Run]:
@@ -204,34 +201,3 @@ def list_runs(
         )
     query = query.order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit + 1)
     return list(session.exec(query).all())
-
-
-# -- events ---------------------------------------------------------------------------------
-
-
-def add_run_event(
-    *, session: Session, run_id: str, workflow_id: str, event_type: str, data: dict[str, Any]
-) -> RunEvent:
-    """Persist one event; its id is the SSE id."""
-    row = RunEvent(run_id=run_id, workflow_id=workflow_id, event_type=event_type, data=data)
-    session.add(row)
-    session.commit()
-    session.refresh(row)
-    return row
-
-
-def list_run_events(
-    *,
-    session: Session,
-    after_id: int = 0,
-    run_id: str | None = None,
-    workflow_id: str | None = None,
-    limit: int = 1000,
-) -> Sequence[RunEvent]:
-    """Events with an id above ``after_id`` (for Last-Event-ID replay), oldest first."""
-    query = select(RunEvent).where(col(RunEvent.id) > after_id)
-    if run_id is not None:
-        query = query.where(RunEvent.run_id == run_id)
-    if workflow_id is not None:
-        query = query.where(RunEvent.workflow_id == workflow_id)
-    return session.exec(query.order_by(col(RunEvent.id)).limit(limit)).all()

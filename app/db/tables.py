@@ -10,13 +10,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, DateTime, MetaData, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from app.schemas.events import WebhookEventName, webhook_events_help
 
 __all__ = [
     "InputChanges",
@@ -32,7 +34,6 @@ __all__ = [
     "RunStatus",
     "RunsPublic",
     "UTCDateTime",
-    "WebhookEventName",
     "Workflow",
     "WorkflowDetail",
     "WorkflowInput",
@@ -91,12 +92,6 @@ def _json(nullable: bool = True) -> Any:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-# Webhook event names (per-run ``webhook_events``, subscriptions) -> run event types:
-# queued: run.queued, started: run.started, progress: node.progress,
-# completed: run.succeeded, failed: run.failed, canceled: run.canceled.
-WebhookEventName = Literal["queued", "started", "progress", "completed", "failed", "canceled"]
 
 
 class RunStatus(StrEnum):
@@ -265,7 +260,7 @@ class RunCreate(BaseModel):
         default=None, description="POST signed notices of this run here (Standard Webhooks)."
     )
     webhook_events: list[WebhookEventName] | None = Field(
-        default=None, description="Which notices (default: completed, failed, canceled)."
+        default=None, description=f"Which notices: {webhook_events_help()}."
     )
 
 

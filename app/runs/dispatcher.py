@@ -1,19 +1,18 @@
-"""Getting accepted runs onto InvokeAI's queue exactly once, in the background.
+"""Getting accepted runs onto InvokeAI's queue exactly once.
 
 While InvokeAI's events are followed, a run is answered 202 as soon as its claim is committed
-(``queued``, no queue item yet: *pending*, see ``claims``); a dispatch task then enqueues it.
-The caller does not wait for InvokeAI's enqueue, and no accepted run depends on this process
-staying up: the claim holds everything needed to send it again::
+(``queued``, no queue item yet: *pending*, see ``app.db.claims``); the dispatcher then enqueues
+it in the background. The caller does not wait for InvokeAI, and no accepted run depends on
+this process staying up: the claim holds everything needed to send it again::
 
     claim (pending) ─ 202 ─ enqueue batch ─ item id + run.queued ─ follow
                                 ├ InvokeAI refused it (422) ─ run.failed, the problem named
                                 └ unreachable ─ stays pending, retried every reconcile round
-    after a crash ─ batch found on InvokeAI ─ item id + run.queued (synthetic)
-                  └ not there ─ rebuilt from the stored workflow version and inputs, enqueued
 
-A pending run is never sent twice: while its dispatch runs it is *in flight* (nobody else
-touches it), and a dispatch whose answer was lost is looked up by its batch id, not re-sent,
-until ``CLAIM_SETTLE_SECONDS`` have passed.
+Otherwise (InvokeAI's reachability unknown) the claim is ``submitting`` and the request waits
+for ``enqueue_claimed``. A run being enqueued is *in flight* in the registry: nobody else sends,
+cancels or settles it meanwhile; an enqueue whose answer was lost is looked up by its batch id
+(the reconciler), never re-sent.
 """
 
 from __future__ import annotations
@@ -25,25 +24,29 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.core.errors import GatewayError, WorkflowInvalid
-from app.db import claims
-from app.db import queries as crud
+from app.core.errors import GatewayError, InvokeAIUnavailable, WorkflowInvalid
+from app.db import claims, queries
 from app.db.tables import Run, RunStatus, utcnow
+from app.runs import errors
 from app.runs.enqueue import QueueFull, build_body, nothing_sent, send_body
-from app.runs.follower import RunFollower
+from app.runs.follower import Follower
 from app.runs.inputs import apply_inputs
+from app.runs.registry import InFlight
+from app.runs.transition import Change, Guard, Transitions
+from app.schemas.events import RunEventType
 from app.workflows import load_handle
+from invokeai_py_client import InvokeAIClient, WorkflowHandle
 from invokeai_py_client.exceptions import (
     APIConnectionError,
     APIStatusError,
     InvokeAIError,
     ServerError,
 )
-from invokeai_py_client.workflow.handle import WorkflowHandle
 
-__all__ = ["Prepared", "RunDispatcher", "refusal_error", "status_error"]
+__all__ = ["Dispatcher", "Prepared", "closing_change", "queued_change"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +55,6 @@ logger = logging.getLogger(__name__)
 DISPATCH_CONCURRENCY = 1
 # On stop, dispatches under way get this long to finish before they are cut.
 STOP_DRAIN_SECONDS = 5.0
-# An enqueue whose answer was lost may still land: its batch is only looked up, never re-sent,
-# for this long.
-CLAIM_SETTLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,57 +66,84 @@ class Prepared:
     recorded_inputs: dict[str, Any]
 
 
-def refusal_error(exc: GatewayError) -> dict[str, Any]:
-    """The run error of a pending run that InvokeAI (or its stored workflow) refused."""
-    problems = list(getattr(exc, "errors", None) or [])
-    node_id = next((p.get("node_id") for p in problems if p.get("node_id")), None)
-    return {
-        "error_type": "WorkflowInvalid" if isinstance(exc, WorkflowInvalid) else "InputInvalid",
-        "error_message": str(exc),
-        "node_id": node_id,
-        "node_type": None,
-    }
+def queued_change(run: Run, item_id: int, *, synthetic: bool = False) -> Change:
+    """The change that gives a claim (pending or ``submitting``) its queue item."""
+    guard = Guard.PENDING if run.status == RunStatus.queued.value else Guard.SUBMITTING
+    columns = {"status": RunStatus.queued.value, "item_id": item_id}
+    data: dict[str, Any] = {"item_id": item_id, "batch_id": run.batch_id}
+    if synthetic:
+        data["synthetic"] = True  # found on InvokeAI's queue, not answered by the enqueue
+    row = run.model_dump() | columns
+    return Change(run.id, run.workflow_id, RunEventType.run_queued, data, columns, guard, row)
 
 
-def status_error(exc: APIStatusError) -> dict[str, Any]:
-    """The run error of a pending run whose enqueue InvokeAI answered with an error status."""
-    return {
-        "error_type": "EnqueueRefused",
-        "error_message": f"InvokeAI refused the enqueue: {exc}",
-        "node_id": None,
-        "node_type": None,
-    }
+def closing_change(run: Run, status: RunStatus, error: dict[str, Any] | None) -> Change:
+    """The change that ends a pending run which never reached InvokeAI."""
+    columns: dict[str, Any] = {"status": status.value, "finished_at": utcnow(), "error": error}
+    data: dict[str, Any] = {"synthetic": True} | ({"error": error} if error else {})
+    event = RunEventType(f"run.{status.value}")
+    return Change(run.id, run.workflow_id, event, data, columns, Guard.PENDING)
 
 
-class RunDispatcher(RunFollower):
-    """Sends pending runs to InvokeAI and settles claims left behind by a crash."""
+class Dispatcher:
+    """Sends claimed runs to InvokeAI (now, or in the background) and records the answer."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._inflight: dict[str, asyncio.Event] = {}  # run id -> set when its enqueue ends
-        self._resolving: set[str] = set()
-        self._maybe_sent: dict[str, float] = {}  # run id -> when an enqueue answer was lost
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        client: InvokeAIClient,
+        transitions: Transitions,
+        registry: InFlight,
+        follower: Follower,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.transitions = transitions
+        self.registry = registry
+        self.follower = follower
         self._slots = asyncio.Semaphore(DISPATCH_CONCURRENCY)
-        self._born = utcnow()
 
     async def stop(self) -> None:
-        """Let dispatches under way finish (briefly), then stop following."""
-        under_way = [done.wait() for done in self._inflight.values()]
-        if under_way:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*under_way), STOP_DRAIN_SECONDS)
-        await super().stop()
+        """Let dispatches under way finish (briefly)."""
+        await self.registry.wait_all_enqueued(STOP_DRAIN_SECONDS)
 
-    # -- dispatching ------------------------------------------------------------------------
+    # -- a request waiting for InvokeAI -----------------------------------------------------
 
-    def dispatch(self, run: Run, prepared: Prepared) -> None:
-        """Enqueue the pending ``run`` in the background (its caller was answered 202)."""
+    async def enqueue_claimed(self, run: Run, prepared: Prepared) -> Run:
+        """Enqueue a ``submitting`` claim and return once InvokeAI took it (or raise 503)."""
+        self.registry.begin_enqueue(run.id)
+        try:
+            try:
+                enqueued = await send_body(prepared.handle, prepared.body)
+            except APIConnectionError as exc:
+                if nothing_sent(exc):
+                    claims.delete_claim(self.engine, run.id)
+                # else: InvokeAI may hold the batch; the row stays hidden until resolved.
+                raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
+            except Exception:
+                claims.delete_claim(self.engine, run.id)
+                raise
+            # Cancelled mid-enqueue: the row stays hidden until resolved by its batch id.
+            if await self.transitions.apply(queued_change(run, enqueued.item_id)) is None:
+                raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
+            run.status, run.item_id = RunStatus.queued.value, enqueued.item_id
+            self.follower.follow_new(run)
+            return run
+        finally:
+            self.registry.end_enqueue(run.id)
+
+    # -- pending runs, in the background ----------------------------------------------------
+
+    def dispatch(self, run: Run, prepared: Prepared | None) -> None:
+        """Enqueue the pending ``run`` in the background (rebuilt from storage when None)."""
         # In flight from now on: waiting, canceling and resolving all see it at once.
-        self._inflight[run.id] = asyncio.Event()
-        self._spawn(self._dispatch(run, prepared))
+        self.registry.begin_enqueue(run.id)
+        self.follower.spawn(self.send(run, prepared))
 
-    async def _dispatch(self, run: Run, prepared: Prepared | None) -> None:
-        done = self._inflight[run.id]
+    async def send(self, run: Run, prepared: Prepared | None) -> None:
+        """Enqueue a pending run the caller marked in flight (``begin_enqueue``), in turn;
+        its in-flight mark ends here."""
         try:
             async with self._slots:
                 if prepared is None:
@@ -128,55 +155,51 @@ class RunDispatcher(RunFollower):
         except Exception:  # the run stays pending: the next round tries again
             logger.exception("dispatching run %s", run.id)
         finally:
-            self._inflight.pop(run.id, None)
-            done.set()
+            self.registry.end_enqueue(run.id)
 
     async def _send_pending(self, run: Run, prepared: Prepared) -> None:
         try:
             enqueued = await send_body(prepared.handle, prepared.body)
         except APIConnectionError as exc:
             if not nothing_sent(exc):
-                self._maybe_sent[run.id] = time.monotonic()
+                self.registry.maybe_sent[run.id] = time.monotonic()
             logger.warning("run %s did not reach InvokeAI yet (%s); retried later", run.id, exc)
             return
         except QueueFull:  # nothing enqueued: sent again next round
             logger.warning("InvokeAI's queue is full: run %s waits for a place", run.id)
             return
         except GatewayError as exc:  # InvokeAI refused it: it will never run
-            await self._fail_pending(run, refusal_error(exc))
+            await self._fail_pending(run, errors.refusal_error(exc))
             return
         except ServerError as exc:  # InvokeAI's own fault; it may have taken the batch
-            self._maybe_sent[run.id] = time.monotonic()
+            self.registry.maybe_sent[run.id] = time.monotonic()
             logger.warning("InvokeAI failed to enqueue run %s (%s); looked up later", run.id, exc)
             return
         except APIStatusError as exc:  # any other refusal is final too
-            await self._fail_pending(run, status_error(exc))
+            await self._fail_pending(run, errors.status_error(exc))
             return
         await self.record_enqueued(run, enqueued.item_id)
 
-    async def record_enqueued(self, run: Run, item_id: int, **extra: Any) -> None:
+    async def record_enqueued(self, run: Run, item_id: int, *, synthetic: bool = False) -> None:
         """Store the pending run's queue item with its ``run.queued`` event, then follow it."""
-        self._maybe_sent.pop(run.id, None)
-        data = {"item_id": item_id, "batch_id": run.batch_id, **extra}
-        row = claims.mark_queued_with_event(self.engine, run, item_id, None, data)
-        if row is None:  # canceled on its way: InvokeAI must not run it either
+        self.registry.maybe_sent.pop(run.id, None)
+        if await self.transitions.apply(queued_change(run, item_id, synthetic=synthetic)) is None:
+            # Canceled on its way: InvokeAI must not run it either.
             logger.info("run %s was canceled while enqueued: canceling item %s", run.id, item_id)
             with contextlib.suppress(InvokeAIError):
                 await self.client.queue_repo.acancel_item(item_id)
             return
-        await self.publish_row(row)
-        self.follow_new(run)
+        run.status, run.item_id = RunStatus.queued.value, item_id
+        self.follower.follow_new(run)
 
     async def _fail_pending(self, run: Run, error: dict[str, Any]) -> None:
         logger.info("run %s was refused: %s", run.id, error["error_message"])
-        row = claims.close_pending(self.engine, run, RunStatus.failed, error)
-        if row is not None:
-            await self.publish_row(row)
+        await self.transitions.apply(closing_change(run, RunStatus.failed, error))
 
     async def _rebuild(self, run: Run) -> Prepared | None:
         """The body of a pending run from its stored version and inputs (None: retry later)."""
         with Session(self.engine) as session:
-            version = crud.get_workflow_version(
+            version = queries.get_workflow_version(
                 session=session, workflow_id=run.workflow_id, version=run.workflow_version
             )
         try:
@@ -194,105 +217,15 @@ class RunDispatcher(RunFollower):
         except APIConnectionError:
             return None
         except GatewayError as exc:
-            await self._fail_pending(run, refusal_error(exc))
+            await self._fail_pending(run, errors.refusal_error(exc))
             return None
         return Prepared(handle, body, run.inputs)
 
-    async def wait(self, run_id: str, timeout: float) -> None:
-        """Return when the run is terminal or ``timeout`` seconds passed (dispatch included)."""
-        dispatching = self._inflight.get(run_id)
-        if dispatching is not None:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dispatching.wait(), timeout)
-            timeout = max(0.0, timeout - (loop.time() - start))
-        await super().wait(run_id, timeout)
-
     async def cancel_pending(self, run: Run, wait_seconds: float) -> Run:
         """Cancel a run not yet on InvokeAI (waiting briefly for a dispatch under way)."""
-        dispatching = self._inflight.get(run.id)
-        if dispatching is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dispatching.wait(), wait_seconds)
-        current = self._stored(run.id)
+        await self.registry.wait_enqueued(run.id, wait_seconds)
+        current = queries.load_run(self.engine, run.id)
         if current.item_id is None and not RunStatus(current.status).terminal:
-            row = claims.close_pending(self.engine, current, RunStatus.canceled, None)
-            if row is not None:
-                await self.publish_row(row)
-            current = self._stored(run.id)
+            await self.transitions.apply(closing_change(current, RunStatus.canceled, None))
+            current = queries.load_run(self.engine, run.id)
         return current
-
-    def _stored(self, run_id: str) -> Run:
-        with Session(self.engine, expire_on_commit=False) as session:
-            run = crud.get_run(session=session, run_id=run_id)
-        assert run is not None  # runs are never deleted once accepted
-        return run
-
-    # -- claims left behind -----------------------------------------------------------------
-
-    async def resolve_leftovers(self) -> None:
-        """Settle every claim not being sent by this process right now."""
-        for run in claims.list_submitting(self.engine):
-            if run.id not in self._inflight:
-                await self._resolve_submitting(run)
-        for run in claims.list_pending(self.engine):
-            if run.id not in self._inflight:
-                await self._resolve_pending(run)
-
-    async def _resolve_pending(self, run: Run) -> None:
-        """Find a pending run on InvokeAI by its batch, or send it (again, or at last)."""
-        if run.batch_id is None:
-            return
-        lost_at = self._maybe_sent.get(run.id)
-        settling = lost_at is not None and time.monotonic() - lost_at < CLAIM_SETTLE_SECONDS
-        done = self._inflight[run.id] = asyncio.Event()  # nobody else sends it meanwhile
-        try:
-            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
-        except InvokeAIError:
-            items = None  # unreachable: next round
-        if items != [] or settling:  # found, unknown, or a lost enqueue that may still land
-            try:
-                if items:
-                    logger.info("run %s found on InvokeAI as item %s", run.id, items[0].item_id)
-                    await self.record_enqueued(run, items[0].item_id, synthetic=True)
-            finally:
-                self._inflight.pop(run.id, None)
-                done.set()
-            return
-        self._maybe_sent.pop(run.id, None)
-        await self._dispatch(run, None)
-
-    async def _resolve_submitting(self, run: Run) -> bool:
-        """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""
-        if run.id in self._inflight or run.id in self._resolving or run.batch_id is None:
-            return False
-        age = (utcnow() - run.created_at).total_seconds()
-        if run.created_at >= self._born and age < CLAIM_SETTLE_SECONDS:
-            return False  # an enqueue whose answer broke may still land: look later
-        self._resolving.add(run.id)
-        try:
-            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
-        except InvokeAIError:
-            return False
-        finally:
-            self._resolving.discard(run.id)
-        if not items:
-            logger.info("run %s was never enqueued (batch %s): forgotten", run.id, run.batch_id)
-            claims.delete_claim(self.engine, run.id)
-            return True
-        queued = claims.mark_queued(self.engine, run.id, items[0].item_id)
-        if queued is None:
-            return True  # settled meanwhile by another caller
-        logger.info("run %s found on InvokeAI as item %s", run.id, queued.item_id)
-        data = {"item_id": queued.item_id, "batch_id": queued.batch_id, "synthetic": True}
-        await self.emit_for(queued.id, queued.workflow_id, "run.queued", data)
-        self.follow_new(queued)
-        return True
-
-    async def resolve_forever(self) -> None:
-        """Settle leftover claims now and every reconcile interval."""
-        while True:
-            with contextlib.suppress(Exception):
-                await self.resolve_leftovers()
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)

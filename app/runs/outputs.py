@@ -1,13 +1,15 @@
-"""What a finished run produced: images per output node, and the values of leaf nodes."""
+"""What a finished run produced: images per output node, the values of leaf nodes, and the
+gateway URLs of its images."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from invokeai_py_client.workflow.definition import WorkflowDefinition
 from invokeai_py_client.workflow.outputs import map_output_values, map_outputs_to_images
 
-__all__ = ["compute_outputs", "plain_value"]
+__all__ = ["compute_outputs", "image_url", "outputs_with_urls", "plain_value"]
 
 
 def plain_value(result: dict[str, Any]) -> Any:
@@ -52,3 +54,21 @@ def compute_outputs(definition: dict[str, Any], item: dict[str, Any]) -> list[di
                 }
             )
     return outputs
+
+
+def image_url(name: str) -> str:
+    """The gateway URL of an image."""
+    return f"/images/{quote(name, safe='')}"
+
+
+def outputs_with_urls(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored outputs with the gateway URLs of their images added."""
+    shown = []
+    for out in outputs:
+        names = list(out.get("image_names") or [])
+        images = [
+            {"image_name": n, "url": image_url(n), "thumbnail_url": f"{image_url(n)}?thumbnail=1"}
+            for n in names
+        ]
+        shown.append({**out, "image_names": names, "images": images})
+    return shown

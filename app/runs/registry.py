@@ -1,19 +1,21 @@
-"""What the follower keeps about one run, and the errors it gives a run that cannot finish.
+"""The runs this process is working on right now, shared by the run collaborators.
 
-Pure data and pure functions (no I/O), used by ``follower``.
+``InFlight`` is the one piece of state the dispatcher, follower, reconciler and deadlines
+share: which runs are being enqueued (nobody else may send or settle them meanwhile), which are
+followed (by run id and by InvokeAI queue item), which enqueues lost their answer, and which
+deadlines were already acted on. Plain data, no I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from app.runs.translate import run_status_for
-from invokeai_py_client.queue.models import IvkJob
+from app.db.tables import Run
 
-__all__ = ["Tracked", "checks_after_bulk_read", "deadline_error", "lost_error"]
+__all__ = ["InFlight", "Tracked"]
 
 
 @dataclass
@@ -34,50 +36,81 @@ class Tracked:
     # ("event", type, payload), ("check",), ("check", item) or ("finish",).
     inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
 
-
-def lost_error(tracked: Tracked) -> dict[str, Any]:
-    """The error of a run whose queue item InvokeAI no longer has."""
-    return {
-        "error_type": "QueueItemNotFound",
-        "error_message": (
-            f"InvokeAI no longer has queue item {tracked.item_id} of batch {tracked.batch_id} "
-            "(its queue was cleared, pruned or replaced); the run's outcome is unknown"
-        ),
-        "node_id": None,
-        "node_type": None,
-    }
+    @classmethod
+    def of(cls, run: Run) -> Tracked:
+        """The follower's record of an enqueued run."""
+        assert run.item_id is not None
+        return cls(run.id, run.workflow_id, run.item_id, run.status, run.batch_id)
 
 
-def deadline_error(cancel_at: datetime | None, now: datetime) -> dict[str, Any] | None:
-    """The error of a canceled run whose deadline had passed (None: canceled for another cause).
+class InFlight:
+    """Runs being enqueued, followed, looked up or canceled by this process."""
 
-    Example:
-        >>> from datetime import UTC
-        >>> deadline_error(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))[
-        ...     "error_type"
-        ... ]
-        'DeadlineExceeded'
-    """
-    if cancel_at is None or cancel_at > now:
-        return None
-    return {
-        "error_type": "DeadlineExceeded",
-        "error_message": f"canceled: unfinished at its deadline {cancel_at.isoformat()}",
-        "node_id": None,
-        "node_type": None,
-    }
+    def __init__(self) -> None:
+        self._enqueueing: dict[str, asyncio.Event] = {}  # set when the enqueue ended
+        self._by_item: dict[int, Tracked] = {}
+        self._by_run: dict[str, Tracked] = {}
+        # Runs whose enqueue answer was lost (monotonic time): InvokeAI may still have them.
+        self.maybe_sent: dict[str, float] = {}
+        self.resolving: set[str] = set()  # leftover claims being looked up right now
+        self.deadline_asked: set[str] = set()  # runs InvokeAI was asked to cancel (deadline)
 
+    # -- enqueueing -------------------------------------------------------------------------
 
-def checks_after_bulk_read(
-    followed: list[Tracked], items: list[IvkJob]
-) -> list[tuple[Tracked, tuple[Any, ...]]]:
-    """The inbox messages a bulk read of queue items calls for (runs already in step: none)."""
-    by_id = {item.item_id: item for item in items}
-    messages: list[tuple[Tracked, tuple[Any, ...]]] = []
-    for tracked in followed:
-        item = by_id.get(tracked.item_id)
-        if item is None:
-            messages.append((tracked, ("check",)))  # gone? confirmed by a read of its own
-        elif run_status_for(str(item.status)) != tracked.status:
-            messages.append((tracked, ("check", item)))
-    return messages
+    def begin_enqueue(self, run_id: str) -> None:
+        """From now on nobody else sends, cancels or settles this run until ``end_enqueue``."""
+        self._enqueueing[run_id] = asyncio.Event()
+
+    def end_enqueue(self, run_id: str) -> None:
+        """The enqueue ended (however): wake whoever waits for it."""
+        done = self._enqueueing.pop(run_id, None)
+        if done is not None:
+            done.set()
+
+    def enqueueing(self, run_id: str) -> bool:
+        """Whether this run's enqueue is under way in this process."""
+        return run_id in self._enqueueing
+
+    async def wait_enqueued(self, run_id: str, timeout: float | None) -> None:
+        """Return once the run is not being enqueued, or after ``timeout`` seconds (None:
+        no limit)."""
+        done = self._enqueueing.get(run_id)
+        if done is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout)
+
+    async def wait_all_enqueued(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for every enqueue under way."""
+        under_way = [done.wait() for done in self._enqueueing.values()]
+        if under_way:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*under_way), timeout)
+
+    # -- following --------------------------------------------------------------------------
+
+    def follow(self, tracked: Tracked) -> None:
+        """Route the events of ``tracked``'s queue item to it."""
+        self._by_item[tracked.item_id] = tracked
+        self._by_run[tracked.run_id] = tracked
+
+    def unfollow(self, tracked: Tracked) -> None:
+        """The run ended: forget it and wake its waiters."""
+        self._by_item.pop(tracked.item_id, None)
+        self._by_run.pop(tracked.run_id, None)
+        tracked.done.set()
+
+    def by_item(self, item_id: int) -> Tracked | None:
+        """The followed run of a queue item."""
+        return self._by_item.get(item_id)
+
+    def by_run(self, run_id: str) -> Tracked | None:
+        """The followed run of a run id."""
+        return self._by_run.get(run_id)
+
+    def followed(self) -> list[Tracked]:
+        """Every run followed right now."""
+        return list(self._by_item.values())
+
+    def busy(self, run_id: str) -> bool:
+        """Whether the run is being enqueued or looked up here (leave it alone)."""
+        return run_id in self._enqueueing or run_id in self.resolving

@@ -1,7 +1,11 @@
-"""The run service: submit a run exactly once, wait for it, cancel it, enforce deadlines.
+"""The run service: submit a run exactly once, wait for it, cancel it.
 
-Submitting, in order (sending in the background is in ``dispatch``, following the run
-afterwards in ``follower``)::
+``RunService`` is what the routes use; it composes the collaborators of a run's life, which
+share one ``InFlight`` registry and change runs only through ``Transitions``:
+``Dispatcher`` (enqueue), ``Follower`` (InvokeAI's events and queue), ``Reconciler`` (claims
+left behind), ``Deadlines`` (Cancel-After, key expiry).
+
+Submitting, in order::
 
     Idempotency-Key known? ─ same body: the original run; other body: 409
     check inputs, build the enqueue body ─ 422, nothing recorded
@@ -19,34 +23,35 @@ fate InvokeAI could not tell) is resolved from InvokeAI by its batch id: found, 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy.engine import Engine
 
+from app.core.config import Settings
 from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
-from app.db import claims
-from app.db import queries as crud
+from app.db import claims, queries
 from app.db.claims import SUBMITTING, Claim
 from app.db.tables import Run, RunStatus, Workflow, utcnow
-from app.runs.dispatcher import Prepared, RunDispatcher
-from app.runs.enqueue import build_body, nothing_sent, send_body
+from app.runs.deadlines import Deadlines
+from app.runs.dispatcher import Dispatcher, Prepared
+from app.runs.enqueue import build_body
+from app.runs.follower import Follower
 from app.runs.inputs import apply_inputs
-from app.runs.registry import deadline_error
+from app.runs.reconciler import Reconciler
+from app.runs.registry import InFlight
+from app.runs.transition import Transitions
+from app.streaming.broker import EventBroker
 from app.workflows import load_handle
-from invokeai_py_client.exceptions import APIConnectionError, InvokeAIError, NotFoundError
+from invokeai_py_client import InvokeAIClient
+from invokeai_py_client.exceptions import APIConnectionError
 
 __all__ = ["IdempotencyConflict", "RunService", "Submission", "TooManyRuns"]
 
-logger = logging.getLogger(__name__)
-
 CANCEL_WAIT_SECONDS = 5.0
 CLAIM_ATTEMPTS = 5
-DEADLINE_TICK_SECONDS = 1.0
-KEY_SWEEP_SECONDS = 60.0
 
 
 class IdempotencyConflict(GatewayError):
@@ -73,15 +78,64 @@ class Submission:
     key: str | None = None
     request_hash: str | None = None
     cancel_after: float | None = None
-    columns: dict[str, Any] | None = None  # further Run columns (per-run webhook, ...)
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
-class RunService(RunDispatcher):
-    """Submits runs and keeps their state, events and outputs in the database."""
+class RunService:
+    """Submits runs and answers for them; its collaborators keep them moving."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._deadline_asked: set[str] = set()
+    def __init__(
+        self, *, engine: Engine, client: InvokeAIClient, broker: EventBroker, settings: Settings
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.settings = settings
+        self.registry = InFlight()
+        self.transitions = Transitions(engine=engine, broker=broker)
+        transitions, registry = self.transitions, self.registry
+        self.follower = Follower(
+            engine=engine,
+            client=client,
+            transitions=transitions,
+            registry=registry,
+            settings=settings,
+        )
+        self.dispatcher = Dispatcher(
+            engine=engine,
+            client=client,
+            transitions=transitions,
+            registry=registry,
+            follower=self.follower,
+        )
+        self.reconciler = Reconciler(
+            engine=engine,
+            client=client,
+            transitions=transitions,
+            registry=registry,
+            follower=self.follower,
+            dispatcher=self.dispatcher,
+            settings=settings,
+        )
+        self.deadlines = Deadlines(
+            engine=engine,
+            client=client,
+            transitions=transitions,
+            registry=registry,
+            follower=self.follower,
+            settings=settings,
+        )
+
+    async def start(self) -> None:
+        """Follow unfinished runs, settle leftover claims, and start the deadline checks."""
+        await self.follower.start()
+        self.follower.spawn(self.reconciler.run_forever())
+        self.follower.spawn(self.deadlines.run_forever())
+
+    async def stop(self) -> None:
+        """Let dispatches under way finish (briefly), then stop every task."""
+        await self.dispatcher.stop()
+        await self.follower.stop()
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -101,9 +155,9 @@ class RunService(RunDispatcher):
         run = self._new_claim(sub)
         prepared = await self._prepare(run, sub)
         run.inputs = prepared.recorded_inputs
-        await self.await_events()
+        await self.follower.await_events()
         # Followed events mean InvokeAI answers: accept now, enqueue in the background.
-        pending = self.events_connected
+        pending = self.follower.events_connected
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
             claim = claims.claim_run(self.engine, run, self.settings.max_unfinished_runs)
@@ -111,9 +165,9 @@ class RunService(RunDispatcher):
                 raise self._too_many()
             if claim is Claim.CLAIMED:
                 if pending:
-                    self.dispatch(run, prepared)
+                    self.dispatcher.dispatch(run, prepared)
                     return run, False
-                return await self._enqueue_claimed(run, prepared), False
+                return await self.dispatcher.enqueue_claimed(run, prepared), False
             assert sub.key is not None  # only the key is unique among the claim's columns
             earlier = await self._replay(sub.key, sub.request_hash)
             if earlier is not None:  # another request holds the key: its run
@@ -135,7 +189,8 @@ class RunService(RunDispatcher):
             idempotency_key=sub.key,
             request_hash=sub.request_hash,
             cancel_at=cancel_at,
-            **(sub.columns or {}),
+            webhook_url=sub.webhook_url,
+            webhook_events=sub.webhook_events,
         )
 
     async def _prepare(self, run: Run, sub: Submission) -> Prepared:
@@ -157,33 +212,6 @@ class RunService(RunDispatcher):
             headers={"Retry-After": str(self.settings.retry_after_seconds)},
         )
 
-    async def _enqueue_claimed(self, run: Run, prepared: Prepared) -> Run:
-        """Enqueue a ``submitting`` claim and answer once InvokeAI took it (or 503)."""
-        done = self._inflight[run.id] = asyncio.Event()
-        try:
-            try:
-                enqueued = await send_body(prepared.handle, prepared.body)
-            except APIConnectionError as exc:
-                if nothing_sent(exc):
-                    claims.delete_claim(self.engine, run.id)
-                # else: InvokeAI may hold the batch; the row stays hidden until resolved.
-                raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
-            except Exception:
-                claims.delete_claim(self.engine, run.id)
-                raise
-            # Cancelled mid-enqueue: the row stays hidden until resolved by its batch id.
-            # Queued status and run.queued event: one transaction, then published.
-            data = {"item_id": enqueued.item_id, "batch_id": run.batch_id}
-            row = claims.mark_queued_with_event(self.engine, run, enqueued.item_id, None, data)
-            if row is None:
-                raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
-            await self.publish_row(row)
-            self.follow_new(run)
-            return run
-        finally:
-            self._inflight.pop(run.id, None)
-            done.set()
-
     async def _replay(self, key: str, wanted_hash: str | None) -> Run | None:
         """The run holding ``key`` once it is accepted, or None (free key, or its claim fell)."""
         claims.release_expired_keys(self.engine, self.settings.idempotency_ttl_seconds, key=key)
@@ -197,88 +225,41 @@ class RunService(RunDispatcher):
                 )
             if held.status != SUBMITTING:
                 return held
-            waiting = self._inflight.get(held.id)
-            if waiting is not None:
-                await waiting.wait()  # the winner is enqueueing it right now
+            if self.registry.enqueueing(held.id):
+                # The winner is enqueueing it right now.
+                await self.registry.wait_enqueued(held.id, None)
                 continue
-            if not await self._resolve_submitting(held):
+            if not await self.reconciler.resolve_submitting(held):
                 raise InvokeAIUnavailable(
                     f"run {held.id} of this Idempotency-Key awaits InvokeAI; try again"
                 )
 
-    # -- deadlines and key expiry -----------------------------------------------------------
+    # -- answering for a run ----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Follow unfinished runs, resolve leftover claims, and start the deadline scheduler."""
-        await super().start()
-        self._spawn(self.resolve_forever())
-        self._spawn(self._deadlines_forever())
-
-    async def _deadlines_forever(self) -> None:
+    async def wait(self, run_id: str, timeout: float) -> None:
+        """Return when the run is terminal or ``timeout`` seconds passed (dispatch included)."""
         loop = asyncio.get_running_loop()
-        next_sweep = loop.time()
-        while True:
-            try:
-                await self.cancel_due()
-                if loop.time() >= next_sweep:
-                    next_sweep = loop.time() + KEY_SWEEP_SECONDS
-                    ttl = self.settings.idempotency_ttl_seconds
-                    claims.release_expired_keys(self.engine, ttl)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("deadline scheduler round failed", exc_info=True)
-            await asyncio.sleep(DEADLINE_TICK_SECONDS)
-
-    async def cancel_due(self) -> None:
-        """Cancel on InvokeAI every unfinished run whose ``cancel_at`` passed."""
-        now = utcnow()
-        due = claims.list_due(self.engine, now)
-        self._deadline_asked &= {run.id for run in due}  # forget runs that ended
-        for run in due:
-            if run.id in self._deadline_asked or run.id in self._inflight:
-                continue
-            if run.item_id is None:  # never reached InvokeAI: ended here
-                await self._close_pending_at_deadline(run, now)
-                continue
-            try:
-                await self.client.queue_repo.acancel_item(run.item_id)
-            except NotFoundError:
-                pass  # the item is gone: the follower's check ends the run
-            except InvokeAIError:
-                continue  # unreachable: next round
-            logger.info("run %s reached its deadline: canceled item %s", run.id, run.item_id)
-            self._deadline_asked.add(run.id)
-            self.nudge(run.id)
-
-    async def _close_pending_at_deadline(self, run: Run, now: datetime) -> None:
-        row = claims.close_pending(
-            self.engine, run, RunStatus.canceled, deadline_error(run.cancel_at, now)
-        )
-        if row is not None:
-            logger.info("run %s reached its deadline before InvokeAI took it", run.id)
-            await self.publish_row(row)
-
-    # -- other calls ------------------------------------------------------------------------
+        start = loop.time()
+        await self.registry.wait_enqueued(run_id, timeout)
+        await self.follower.wait(run_id, max(0.0, timeout - (loop.time() - start)))
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""
         run = self.load(run_id)
         if run.item_id is None and not RunStatus(run.status).terminal:
-            run = await self.cancel_pending(run, CANCEL_WAIT_SECONDS)
+            run = await self.dispatcher.cancel_pending(run, CANCEL_WAIT_SECONDS)
         if RunStatus(run.status).terminal or run.item_id is None:
             return run
         try:
             await self.client.queue_repo.acancel_item(run.item_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
-        await self.recheck(run_id, CANCEL_WAIT_SECONDS)
+        await self.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
         return self.load(run_id)
 
     def load(self, run_id: str) -> Run:
         """The stored run, or ``NotFound`` (also for a run still being submitted)."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            run = crud.get_run(session=session, run_id=run_id)
+        run = queries.find_run(self.engine, run_id)
         if run is None or run.status == SUBMITTING:
             raise NotFound(f"no run with id {run_id!r}")
         return run

@@ -1,16 +1,8 @@
 """Webhooks, the pure part: event names, payloads, retry timing, and the outbound URL policy.
 
-Event names a caller picks (per run ``webhook_events``, or a subscription's ``event_types``)
-and the run event each one reports (the ``type`` of the payload)::
-
-    queued     run.queued       the run was accepted and enqueued
-    started    run.started      InvokeAI began executing it
-    progress   node.progress    progress of a node (many per run)
-    completed  run.succeeded    terminal
-    failed     run.failed       terminal
-    canceled   run.canceled     terminal
-
-Without a choice, the terminal three are delivered. A payload is slim (Standard Webhooks'
+Webhook event names (a run's ``webhook_events``, a subscription's ``event_types``) are those
+of ``app.schemas.events``: each names one run event type (the ``type`` of the payload).
+Without a choice, the terminal ones are delivered. A payload is slim (Standard Webhooks'
 ``{type, timestamp, data}``): ids, status, timestamps, output image URLs, error, progress.
 """
 
@@ -27,11 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.core.errors import GatewayError
-from app.runs.translate import outputs_with_urls
+from app.runs.outputs import outputs_with_urls
+from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, TERMINAL_EVENT_TYPES, RunEventType
 
 __all__ = [
-    "DEFAULT_EVENTS",
-    "EVENT_TYPES",
     "Target",
     "WebhookTargetRefused",
     "address_refusal",
@@ -44,28 +35,18 @@ __all__ = [
     "wants",
 ]
 
-# Webhook event name -> the run event type it reports.
-EVENT_TYPES: dict[str, str] = {
-    "queued": "run.queued",
-    "started": "run.started",
-    "progress": "node.progress",
-    "completed": "run.succeeded",
-    "failed": "run.failed",
-    "canceled": "run.canceled",
-}
-DEFAULT_EVENTS: tuple[str, ...] = ("completed", "failed", "canceled")
-_NAME_FOR_TYPE = {run_type: name for name, run_type in EVENT_TYPES.items()}
-_TERMINAL_TYPES = frozenset({"run.succeeded", "run.failed", "run.canceled"})
-
 
 def event_name_for(run_event_type: str) -> str | None:
-    """The webhook event name of a run event type (None: never delivered)."""
-    return _NAME_FOR_TYPE.get(run_event_type)
+    """The webhook event name of a run event type (None: never delivered, or unknown)."""
+    try:
+        return RunEventType(run_event_type).spec.webhook_name
+    except ValueError:
+        return None
 
 
 def wants(name: str, selected: Iterable[str] | None) -> bool:
     """Whether a target that chose ``selected`` (None: the default) wants event ``name``."""
-    return name in (DEFAULT_EVENTS if selected is None else tuple(selected))
+    return name in (DEFAULT_WEBHOOK_EVENTS if selected is None else tuple(selected))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -113,7 +94,7 @@ def build_payload(
     if event_type == "node.progress":
         keys = ("node_id", "node_type", "percentage", "message")
         data["progress"] = {k: event_data.get(k) for k in keys}
-    if event_type in _TERMINAL_TYPES:
+    if event_type in TERMINAL_EVENT_TYPES:
         data["outputs"] = _slim_outputs(list(run.get("outputs") or []))
         data["error"] = run.get("error")
     return {"type": event_type, "timestamp": event_time.isoformat(), "data": data}

@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from app._version import gateway_version
 from app.core.config import Settings
-from app.db import outbox as crud_webhooks
+from app.db import outbox
 from app.db.tables import utcnow
 from app.db.webhook_tables import DeliveryStatus, WebhookDelivery
 from app.webhooks.policy import WebhookTargetRefused, check_target, next_attempt
@@ -139,7 +139,7 @@ class WebhookWorker:
         if room <= 0:
             return  # a finishing attempt wakes the loop
         with Session(self.engine, expire_on_commit=False) as session:
-            due = crud_webhooks.due_deliveries(
+            due = outbox.due_deliveries(
                 session=session, now=utcnow(), exclude=list(self._in_flight), limit=room
             )
         for delivery in due:
@@ -221,10 +221,10 @@ class WebhookWorker:
         delivered: bool = False,
     ) -> None:
         with Session(self.engine, expire_on_commit=False) as session:
-            row = crud_webhooks.get_delivery(session=session, delivery_id=delivery.id)
+            row = outbox.get_delivery(session=session, delivery_id=delivery.id)
             if row is None or row.status != DeliveryStatus.pending.value:
                 return  # deleted subscription: its row was closed meanwhile
-            crud_webhooks.add_attempt(
+            outbox.add_attempt(
                 session=session,
                 delivery=row,
                 status_code=status_code,

@@ -20,6 +20,7 @@ from app.api.routes import events as events_routes
 from app.core.config import Settings
 from app.core.errors import install_handlers
 from app.db.engine import make_engine
+from app.db.outbox import StoredEvent
 from app.db.tables import Run, RunEvent, Workflow
 from app.streaming.broker import InMemoryEventBroker
 from tests.app.live_server import serve
@@ -67,7 +68,12 @@ class Harness:
 
     async def emit(self, run_id: str, event_type: str, data: dict[str, Any] | None = None) -> int:
         event_id = self.store(run_id, event_type, data)
-        await self.broker.publish(events_routes.row_to_event(self._last_row))
+        row = self._last_row
+        assert row.id is not None
+        stored = StoredEvent(
+            row.id, row.run_id, row.workflow_id, row.event_type, row.data, row.created_at
+        )
+        await self.broker.publish(stored.as_event())
         return event_id
 
 

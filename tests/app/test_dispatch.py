@@ -22,6 +22,7 @@ from app.db.engine import make_engine
 from app.db.tables import Run, RunEvent, RunStatus, Workflow
 from app.main import create_app
 from app.runs import dispatcher as dispatch
+from app.runs import reconciler
 from app.runs.enqueue import QueueFull, enqueue_run
 from app.runs.inputs import apply_inputs
 from app.workflows import load_handle
@@ -238,7 +239,7 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
     async def forbidden(handle: Any, body: dict[str, Any]) -> Any:
         raise PermissionDeniedError("not yours", response=_answer(403), body={"detail": "no"})
 
-    monkeypatch.setattr(dispatch, "CLAIM_SETTLE_SECONDS", 0.0)  # re-send once not found
+    monkeypatch.setattr(reconciler, "CLAIM_SETTLE_SECONDS", 0.0)  # re-send once not found
     async with gateway(tmp_path, invokeai_url) as http:
         runs_url = await _runs_url(http, shared_workflows_dir)
         with monkeypatch.context() as patched:

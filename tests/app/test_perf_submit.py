@@ -12,13 +12,13 @@ from sqlmodel import Session, SQLModel, select
 
 from app.api import deps
 from app.api.deps import WorkflowCache
-from app.db import claims
-from app.db import outbox as crud_webhooks
-from app.db import queries as crud
+from app.db import claims, outbox, queries
 from app.db.claims import SUBMITTING, Claim
 from app.db.engine import make_engine
 from app.db.tables import Run, RunEvent, RunStatus, Workflow
 from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
+from app.runs.dispatcher import queued_change
+from app.runs.transition import commit_change
 
 
 def database(tmp_path: Path) -> Engine:
@@ -49,7 +49,8 @@ def test_the_cap_and_the_key_are_checked_in_the_claim(tmp_path: Path) -> None:
     assert claims.claim_run(engine, claim("k"), cap=2) is Claim.KEY_HELD
     assert claims.claim_run(engine, claim(), cap=2) is Claim.CLAIMED
     assert claims.claim_run(engine, claim(), cap=2) is Claim.FULL  # nothing inserted
-    assert claims.count_unfinished(engine) == 2
+    with Session(engine) as session:
+        assert len(session.exec(select(Run)).all()) == 2
     assert claims.claim_run(engine, claim()) is Claim.CLAIMED  # no cap given
 
 
@@ -57,23 +58,22 @@ def test_queued_status_event_and_deliveries_are_written_together(tmp_path: Path)
     engine = database(tmp_path)
     run = claim(webhook_url="https://example.com/hook", webhook_events=["queued"])
     assert claims.claim_run(engine, run) is Claim.CLAIMED
-    row = claims.mark_queued_with_event(engine, run, 7, {"1": 2.0}, {"item_id": 7})
+    row = commit_change(engine, queued_change(run, 7))
     assert row is not None and row.id is not None
-    assert (run.status, run.item_id, run.inputs) == (RunStatus.queued.value, 7, {"1": 2.0})
     with Session(engine) as session:
         stored = session.get(Run, run.id)
         assert stored is not None
-        assert (stored.status, stored.item_id, stored.inputs) == (run.status, 7, {"1": 2.0})
+        assert (stored.status, stored.item_id) == (RunStatus.queued.value, 7)
         events = session.exec(select(RunEvent)).all()
         assert [(e.id, e.event_type, e.data) for e in events] == [
-            (row.id, "run.queued", {"item_id": 7})
+            (row.id, "run.queued", {"item_id": 7, "batch_id": run.batch_id})
         ]
         deliveries = session.exec(select(WebhookDelivery)).all()
         assert [(d.run_event_id, d.url) for d in deliveries] == [
             (row.id, "https://example.com/hook")
         ]
     # Already queued (settled by someone else): nothing more is written.
-    assert claims.mark_queued_with_event(engine, run, 8, None, {"item_id": 8}) is None
+    assert commit_change(engine, queued_change(run, 8)) is None
     with Session(engine) as session:
         assert len(session.exec(select(RunEvent)).all()) == 1
         stored = session.get(Run, run.id)
@@ -87,9 +87,9 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
     assert first is not None and cache.load(engine, "wf") is first
     assert cache.load(engine, "nope") is None
     with Session(engine, expire_on_commit=False) as session:
-        workflow = crud.get_workflow(session=session, workflow_id="wf")
+        workflow = queries.get_workflow(session=session, workflow_id="wf")
         assert workflow is not None
-        crud.add_workflow_version(
+        queries.add_workflow_version(
             session=session,
             workflow=workflow,
             name="t2",
@@ -105,9 +105,9 @@ def test_cached_workflows_follow_new_versions_and_deletes(tmp_path: Path) -> Non
     assert second is not None and second.version == 2
     assert second.definition == {"nodes": [], "v": 2}
     with Session(engine, expire_on_commit=False) as session:
-        current = crud.get_workflow(session=session, workflow_id="wf")
+        current = queries.get_workflow(session=session, workflow_id="wf")
         assert current is not None
-        crud.delete_workflow(session=session, workflow=current)
+        queries.delete_workflow(session=session, workflow=current)
     cache.forget("wf")
     assert cache.load(engine, "wf") is None
 
@@ -119,9 +119,9 @@ def test_a_change_by_another_process_is_seen_after_the_ttl(
     cache = WorkflowCache()
     assert cache.load(engine, "wf") is not None
     with Session(engine, expire_on_commit=False) as session:
-        current = crud.get_workflow(session=session, workflow_id="wf")
+        current = queries.get_workflow(session=session, workflow_id="wf")
         assert current is not None
-        crud.delete_workflow(session=session, workflow=current)  # nobody tells the cache
+        queries.delete_workflow(session=session, workflow=current)  # nobody tells the cache
     monkeypatch.setattr(deps, "HEAD_TTL_SECONDS", 0.0)
     assert cache.load(engine, "wf") is None
 
@@ -134,7 +134,7 @@ def _deliveries(engine: Engine) -> list[tuple[str, str | None, str]]:
 
 def _emit(engine: Engine, run: Run, event_type: str) -> int:
     with engine.begin() as connection:
-        row = crud_webhooks.add_run_event_with_deliveries(
+        row = outbox.add_run_event_with_deliveries(
             connection=connection,
             run_id=run.id,
             workflow_id=run.workflow_id,
@@ -150,13 +150,13 @@ def test_standing_subscriptions_are_seen_at_once_after_each_change(tmp_path: Pat
     assert claims.claim_run(engine, run) is Claim.CLAIMED
     _emit(engine, run, "run.succeeded")  # no subscription yet: no delivery
     with Session(engine, expire_on_commit=False) as session:
-        everything = crud_webhooks.create_subscription(
+        everything = outbox.create_subscription(
             session=session, url="https://a.example/hook", event_types=None, workflow_id=None
         )
-        crud_webhooks.create_subscription(
+        outbox.create_subscription(
             session=session, url="https://b.example/hook", event_types=None, workflow_id="other"
         )
-        crud_webhooks.create_subscription(
+        outbox.create_subscription(
             session=session,
             url="https://c.example/hook",
             event_types=["progress"],
@@ -171,7 +171,7 @@ def test_standing_subscriptions_are_seen_at_once_after_each_change(tmp_path: Pat
     with Session(engine) as session:
         stored = session.get(WebhookSubscription, everything.id)
         assert stored is not None
-        crud_webhooks.delete_subscription(session=session, subscription=stored)
+        outbox.delete_subscription(session=session, subscription=stored)
     _emit(engine, run, "run.succeeded")  # the deleted subscription is not used any more
     assert len(_deliveries(engine)) == 2
     with Session(engine) as session:

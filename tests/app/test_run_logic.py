@@ -7,9 +7,10 @@ import base64
 import pytest
 
 from app.api.routes.runs import parse_prefer_wait
+from app.runs.errors import from_item as error_from_item
 from app.runs.inputs import decode_data_url, parse_index
-from app.runs.outputs import plain_value
-from app.runs.translate import error_from_item, node_event, outputs_with_urls, run_status_for
+from app.runs.outputs import outputs_with_urls, plain_value
+from app.runs.translate import node_event, run_status_for
 from app.workflows import fingerprint, input_changes, run_body_schema
 
 

@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from app.db import engine as db
-from app.db import queries as crud
+from app.db import queries
 from app.db.engine import alembic_config, make_engine, run_migrations
-from app.db.tables import Run
+from app.db.tables import Run, RunEvent
 
 
 def _config(url: str) -> Config:
@@ -50,9 +50,8 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     with Session(engine) as session, pytest.raises(Exception, match="FOREIGN KEY"):
-        crud.create_run(
-            session=session, run=Run(workflow_id="missing", workflow_version=1, inputs={})
-        )
+        session.add(Run(workflow_id="missing", workflow_version=1, inputs={}))
+        session.commit()
 
 
 def test_event_ids_are_never_reused_after_deletion(tmp_path: Path) -> None:
@@ -60,20 +59,24 @@ def test_event_ids_are_never_reused_after_deletion(tmp_path: Path) -> None:
     run_migrations(url)
     engine = make_engine(url)
     with Session(engine) as session:
-        wf = crud.create_workflow(
+        wf = queries.create_workflow(
             session=session, name="w", description="", definition={}, inputs=[], fingerprint=""
         )
-        run = crud.create_run(
-            session=session, run=Run(workflow_id=wf.id, workflow_version=1, inputs={})
-        )
-        first = crud.add_run_event(
-            session=session, run_id=run.id, workflow_id=wf.id, event_type="run.queued", data={}
-        )
+        run = Run(workflow_id=wf.id, workflow_version=1, inputs={})
+        session.add(run)
+        session.commit()
+
+        def add_event() -> RunEvent:
+            row = RunEvent(run_id=run.id, workflow_id=wf.id, event_type="run.queued", data={})
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+        first = add_event()
         session.delete(first)
         session.commit()
-        second = crud.add_run_event(
-            session=session, run_id=run.id, workflow_id=wf.id, event_type="run.queued", data={}
-        )
+        second = add_event()
     assert first.id is not None and second.id is not None
     assert second.id > first.id
 
@@ -130,7 +133,7 @@ def test_wal_checkpoints_run_outside_the_commits(tmp_path: Path) -> None:
         pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
         assert pages == db.AUTOCHECKPOINT_PAGES
     with Session(engine) as session:
-        crud.create_workflow(
+        queries.create_workflow(
             session=session,
             name="w",
             description="",

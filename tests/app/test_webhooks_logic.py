@@ -9,8 +9,8 @@ from functools import partial
 
 import pytest
 
+from app.schemas.events import WEBHOOK_EVENT_NAMES, run_event_type_for_webhook
 from app.webhooks.policy import (
-    EVENT_TYPES,
     Target,
     WebhookTargetRefused,
     address_refusal,
@@ -42,7 +42,8 @@ RUN = {
 
 
 def test_event_names_map_to_run_event_types() -> None:
-    assert EVENT_TYPES == {
+    mapping = {name: run_event_type_for_webhook(name).value for name in WEBHOOK_EVENT_NAMES}
+    assert mapping == {
         "queued": "run.queued",
         "started": "run.started",
         "progress": "node.progress",
@@ -56,7 +57,7 @@ def test_event_names_map_to_run_event_types() -> None:
 
 
 def test_default_events_are_the_terminal_ones() -> None:
-    assert [n for n in EVENT_TYPES if wants(n, None)] == ["completed", "failed", "canceled"]
+    assert [n for n in WEBHOOK_EVENT_NAMES if wants(n, None)] == ["completed", "failed", "canceled"]
     assert wants("progress", ["progress"]) and not wants("completed", ["progress"])
     assert not wants("completed", [])
 

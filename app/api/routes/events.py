@@ -24,23 +24,23 @@ attaches again once caught up::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
-from sse_starlette import ServerSentEvent
+from sqlmodel import Session
 
 from app.core.errors import NotFound
+from app.db.outbox import StoredEvent
 from app.db.tables import Run, RunEvent, RunStatus
+from app.schemas.events import RunEventPublic
 from app.streaming.broker import (
     Event,
     EventBroker,
-    SubscriberLagging,
     Subscription,
     is_terminal_event,
 )
@@ -49,7 +49,6 @@ from app.streaming.wire import (
     EventStreamResponse,
     WireCache,
     WireEvent,
-    encode_event,
     ping_chunk,
     wire_cache,
 )
@@ -61,8 +60,6 @@ router = APIRouter(tags=["events"])
 REPLAY_PAGE = 500
 # A reader that cannot take one event within this time is stuck; drop its connection.
 SEND_TIMEOUT_SECONDS = 30.0
-# How long a finished run's stream waits for a terminal event not yet stored (see below).
-TERMINAL_GRACE_SECONDS = 2.0
 
 LastEventIdHeader = Annotated[
     int | None,
@@ -78,6 +75,7 @@ LastEventIdQuery = Annotated[
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
+        "model": RunEventPublic,  # documented under text/event-stream, the route's media type
         "description": "A text/event-stream; each event's data is a RunEventPublic (JSON).",
         "content": {
             "text/event-stream": {
@@ -92,31 +90,25 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 
 # -- history (sync, run in a worker thread) ----------------------------------------------------
 
-
-def row_to_event(row: RunEvent) -> Event:
-    """A stored event as the dict the broker publishes."""
-    return {
-        "id": row.id,
-        "run_id": row.run_id,
-        "workflow_id": row.workflow_id,
-        "event": row.event_type,
-        "data": row.data,
-        "created_at": row.created_at,
-    }
+_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
+# In the order of ``StoredEvent``'s fields.
+_EVENT_COLUMNS = [
+    _EVENTS.c[name] for name in ("id", "run_id", "workflow_id", "event_type", "data", "created_at")
+]
 
 
 def load_events_after(
     engine: Engine, *, after_id: int, run_id: str | None, workflow_id: str | None, limit: int
 ) -> list[Event]:
     """Up to ``limit`` stored events with an id above ``after_id``, oldest first."""
-    query = select(RunEvent).where(col(RunEvent.id) > after_id)
+    query = select(*_EVENT_COLUMNS).where(_EVENTS.c.id > after_id)
     if run_id is not None:
-        query = query.where(RunEvent.run_id == run_id)
+        query = query.where(_EVENTS.c.run_id == run_id)
     if workflow_id is not None:
-        query = query.where(RunEvent.workflow_id == workflow_id)
-    with Session(engine) as session:
-        rows = session.exec(query.order_by(col(RunEvent.id)).limit(limit)).all()
-        return [row_to_event(row) for row in rows]
+        query = query.where(_EVENTS.c.workflow_id == workflow_id)
+    with engine.connect() as connection:
+        rows = connection.execute(query.order_by(_EVENTS.c.id).limit(limit)).all()
+    return [StoredEvent(*row).as_event() for row in rows]
 
 
 def load_run_status(engine: Engine, run_id: str) -> str | None:
@@ -134,11 +126,6 @@ async def _run_is_over(engine: Engine, run_id: str) -> bool:
 
 
 # -- the stream --------------------------------------------------------------------------------
-
-
-def to_sse(event: Event) -> ServerSentEvent:
-    """One event on the wire: ``id:`` its id, ``event:`` its type, ``data:`` the JSON shape."""
-    return encode_event(event)
 
 
 Batch = list[WireEvent]
@@ -220,13 +207,12 @@ async def relay(
     cursor = _Cursor(last_id, wire_cache(broker), stop_at_terminal=run_id is not None)
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
         while not cursor.done:
-            # Read the status before the replay: a run already over has stored its events.
+            # Read the status before the replay: a run already over has stored its terminal
+            # event (in the transaction that ended it), so the replay finds it.
             over = run_id is not None and await _run_is_over(engine, run_id)
             async for batch in _replay(engine, cursor, run_id, workflow_id):
                 await connection.write(_chunk(batch))
             if over:
-                async for batch in _terminal_in_flight(engine, sub, cursor, run_id):
-                    await connection.write(_chunk(batch))
                 return
             if cursor.done or not await _live(connection, sub, cursor, ping):
                 return
@@ -265,30 +251,6 @@ async def _while_pushed(connection: Connection, sub: Subscription, ping: float) 
             sub.detach()
             break
     await connection.finish()
-
-
-async def _terminal_in_flight(
-    engine: Engine, sub: Subscription, cursor: _Cursor, run_id: str | None
-) -> AsyncIterator[Batch]:
-    """The run's status is final but its last event was not read yet: wait a moment for it.
-
-    The run service writes the final status just before it stores the terminal event, and our
-    reads run in worker threads, so a read can fall between the two writes.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TERMINAL_GRACE_SECONDS
-    while not cursor.done and (remaining := deadline - loop.time()) > 0:
-        try:
-            # The timeout covers only the wait for the queue, never our caller's send.
-            event = await asyncio.wait_for(anext(sub), remaining)
-        except (TimeoutError, StopAsyncIteration, SubscriberLagging):
-            break
-        batch = cursor.advance_all([event])
-        if batch:
-            yield batch
-    if not cursor.done:
-        async for batch in _replay(engine, cursor, run_id, None):
-            yield batch
 
 
 def _engine(request: Request) -> Engine:
@@ -353,8 +315,7 @@ def _resume_point(header: int | None, query: int | None) -> int:
 
 async def _newest_event_id(engine: Engine) -> int:
     def newest() -> int:
-        with Session(engine) as session:
-            top = session.exec(select(RunEvent.id).order_by(col(RunEvent.id).desc())).first()
-            return int(top or 0)
+        with engine.connect() as connection:
+            return int(connection.execute(select(func.max(_EVENTS.c.id))).scalar() or 0)
 
     return await anyio.to_thread.run_sync(newest)

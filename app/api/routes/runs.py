@@ -12,11 +12,11 @@ from pydantic import Field, ValidationError
 from app.api.deps import RunDep, RunServiceDep, SessionDep, WorkflowToRunDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
-from app.db import queries as crud
+from app.db import queries
 from app.db.claims import PUBLIC_STATUSES, request_hash
 from app.db.tables import Run, RunCreate, RunPublic, RunsPublic, RunStatus
+from app.runs.outputs import outputs_with_urls
 from app.runs.service import Submission
-from app.runs.translate import outputs_with_urls
 from app.webhooks.policy import check_target
 
 __all__ = ["parse_prefer_wait", "router", "run_public"]
@@ -25,8 +25,6 @@ router = APIRouter(tags=["runs"])
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 MAX_CANCEL_AFTER = 7 * 24 * 3600.0
-# Run columns a body may set besides inputs and board (the per-run webhook).
-EXTRA_COLUMNS = ("webhook_url", "webhook_events")
 
 
 class RunRequest(RunCreate):
@@ -155,7 +153,8 @@ async def create_run(
         key=idempotency_key,
         request_hash=fingerprint,
         cancel_after=deadline,
-        columns={k: getattr(body, k) for k in EXTRA_COLUMNS if getattr(body, k, None)},
+        webhook_url=body.webhook_url or None,
+        webhook_events=body.webhook_events or None,
     )
     run, replayed = await service.submit(submission)
     extra = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -187,10 +186,10 @@ def list_runs(
 ) -> dict[str, Any]:
     """The run history, newest first, with cursor paging."""
     try:
-        position = crud.decode_cursor(cursor) if cursor else None
+        position = queries.decode_cursor(cursor) if cursor else None
     except ValueError as exc:
         raise BadCursor(str(exc)) from exc
-    rows = crud.list_runs(
+    rows = queries.list_runs(
         session=session,
         workflow_id=workflow_id,
         status=[s.value for s in status_] if status_ else PUBLIC_STATUSES,
@@ -203,7 +202,7 @@ def list_runs(
     return {
         "data": [run_public(r) for r in page],
         "count": len(page),
-        "next_cursor": crud.encode_cursor(page[-1]) if more and page else None,
+        "next_cursor": queries.encode_cursor(page[-1]) if more and page else None,
     }
 
 

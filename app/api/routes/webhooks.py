@@ -15,20 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import RunDep, SessionDep, SettingsDep
 from app.core.errors import NotFound, WorkflowInvalid
-from app.db import outbox as crud_webhooks
-from app.db import queries as crud
-from app.db.tables import WebhookEventName
+from app.db import outbox, queries
 from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
+from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, WebhookEventName, webhook_events_help
 from app.webhooks.policy import check_target
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["webhooks"])
 
-EVENTS_HELP = (
-    "queued (run.queued), started (run.started), progress (node.progress), completed "
-    "(run.succeeded), failed (run.failed), canceled (run.canceled); default: the terminal three"
-)
+EVENTS_HELP = webhook_events_help()
 
 
 class SubscriptionCreate(BaseModel):
@@ -111,7 +107,7 @@ def _subscription(row: WebhookSubscription) -> SubscriptionPublic:
     return SubscriptionPublic(
         id=row.id,
         url=row.url,
-        event_types=list(row.event_types or ["completed", "failed", "canceled"]),
+        event_types=list(row.event_types or DEFAULT_WEBHOOK_EVENTS),
         workflow_id=row.workflow_id,
         description=row.description,
         created_at=row.created_at,
@@ -145,10 +141,10 @@ async def create_subscription(
     await check_target(body.url, allow_private=settings.webhook_allow_private)
     if (
         body.workflow_id is not None
-        and crud.get_workflow(session=session, workflow_id=body.workflow_id) is None
+        and queries.get_workflow(session=session, workflow_id=body.workflow_id) is None
     ):
         raise WorkflowInvalid(f"no workflow with id {body.workflow_id!r}")
-    row = crud_webhooks.create_subscription(
+    row = outbox.create_subscription(
         session=session,
         url=body.url,
         event_types=list(dict.fromkeys(body.event_types)) if body.event_types else None,
@@ -170,14 +166,14 @@ def list_subscriptions(
     ] = None,
 ) -> SubscriptionsPublic:
     """Standing subscriptions, oldest first."""
-    rows = crud_webhooks.list_subscriptions(
+    rows = outbox.list_subscriptions(
         session=session, workflow_id=workflow_id, event_type=event_type
     )
     return SubscriptionsPublic(data=[_subscription(r) for r in rows], count=len(rows))
 
 
 def _found(session: SessionDep, subscription_id: str) -> WebhookSubscription:
-    row = crud_webhooks.get_subscription(session=session, subscription_id=subscription_id)
+    row = outbox.get_subscription(session=session, subscription_id=subscription_id)
     if row is None:
         raise NotFound(f"no webhook subscription with id {subscription_id!r}")
     return row
@@ -200,9 +196,7 @@ def get_subscription(subscription_id: str, session: SessionDep) -> SubscriptionP
 )
 def delete_subscription(subscription_id: str, session: SessionDep) -> Response:
     """Stop a subscription; its deliveries still pending are marked failed."""
-    crud_webhooks.delete_subscription(
-        session=session, subscription=_found(session, subscription_id)
-    )
+    outbox.delete_subscription(session=session, subscription=_found(session, subscription_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -213,8 +207,8 @@ def delete_subscription(subscription_id: str, session: SessionDep) -> Response:
 )
 def list_deliveries(run: RunDep, session: SessionDep) -> DeliveriesPublic:
     """The run's webhook deliveries, oldest first, each with all its attempts."""
-    rows = crud_webhooks.list_run_deliveries(session=session, run_id=run.id)
-    attempts = crud_webhooks.list_attempts(session=session, delivery_ids=[r.id for r in rows])
+    rows = outbox.list_run_deliveries(session=session, run_id=run.id)
+    attempts = outbox.list_attempts(session=session, delivery_ids=[r.id for r in rows])
     data = [_delivery(r, attempts[r.id]) for r in rows]
     return DeliveriesPublic(data=data, count=len(data))
 
@@ -230,10 +224,10 @@ def redeliver(
 ) -> DeliveryPublic:
     """Send a delivery's payload again, as a new delivery (new ``webhook-id``, same
     ``data.event_id``), whatever became of the original; it is retried like any other."""
-    original = crud_webhooks.get_delivery(session=session, delivery_id=delivery_id)
+    original = outbox.get_delivery(session=session, delivery_id=delivery_id)
     if original is None or original.run_id != run.id:
         raise NotFound(f"run {run.id!r} has no delivery {delivery_id!r}")
-    row = crud_webhooks.copy_delivery(session=session, delivery=original)
+    row = outbox.copy_delivery(session=session, delivery=original)
     _notify(request)
     response.headers["Location"] = f"/runs/{run.id}/deliveries"
     return _delivery(row, [])

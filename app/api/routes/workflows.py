@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from app.api.deps import ClientDep, SessionDep, SettingsDep, WorkflowDep, workflow_cache
 from app.api.limits import read_body_limited
 from app.core.errors import WorkflowInvalid
-from app.db import queries as crud
+from app.db import queries
 from app.db.tables import (
     InputChanges,
     Workflow,
@@ -131,7 +131,7 @@ async def create_workflow(
 ) -> dict[str, Any]:
     """Register a workflow file; answers with its id and its inputs by index."""
     described = await _described(request, settings, client)
-    workflow = crud.create_workflow(
+    workflow = queries.create_workflow(
         session=session,
         name=described.name,
         description=described.description,
@@ -145,7 +145,7 @@ async def create_workflow(
 @router.get("", response_model=WorkflowsPublic)
 def list_workflows(session: SessionDep) -> dict[str, Any]:
     """Every registered workflow."""
-    rows = crud.list_workflows(session=session)
+    rows = queries.list_workflows(session=session)
     return {"data": [workflow_public(w) for w in rows], "count": len(rows)}
 
 
@@ -171,7 +171,7 @@ async def replace_workflow(
     """Register a new version of a workflow; says which input indices moved."""
     described = await _described(request, settings, client)
     previous_version, previous_inputs = workflow.version, workflow.inputs
-    updated = crud.add_workflow_version(
+    updated = queries.add_workflow_version(
         session=session,
         workflow=workflow,
         name=described.name,
@@ -192,6 +192,6 @@ async def replace_workflow(
 @router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
 def delete_workflow(request: Request, workflow: WorkflowDep, session: SessionDep) -> Response:
     """Delete a workflow (its runs stay in the history)."""
-    crud.delete_workflow(session=session, workflow=workflow)
+    queries.delete_workflow(session=session, workflow=workflow)
     workflow_cache(request).forget(workflow.id)  # no run starts from it from now on
     return Response(status_code=status.HTTP_204_NO_CONTENT)

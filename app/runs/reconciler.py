@@ -1,0 +1,126 @@
+"""Settling claims left behind: runs accepted but not known to be on InvokeAI's queue.
+
+On start and every reconcile interval, each claim this process is not sending right now is
+looked up on InvokeAI by the batch id minted for it::
+
+    pending (answered 202)   found ─ item id + run.queued (synthetic) ─ follow
+                             not there ─ enqueued (again, or at last) by the dispatcher
+    submitting (unanswered)  found ─ queued + run.queued (synthetic) ─ follow
+                             not there ─ deleted (nobody was told it was accepted)
+
+An enqueue whose answer was lost may still land: for ``CLAIM_SETTLE_SECONDS`` such a claim is
+only looked up, never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy.engine import Engine
+
+from app.core.config import Settings
+from app.db import claims
+from app.db.tables import Run, RunStatus, utcnow
+from app.runs.dispatcher import Dispatcher, queued_change
+from app.runs.follower import Follower
+from app.runs.registry import InFlight
+from app.runs.transition import Transitions
+from invokeai_py_client import InvokeAIClient
+from invokeai_py_client.exceptions import InvokeAIError
+
+__all__ = ["CLAIM_SETTLE_SECONDS", "Reconciler"]
+
+logger = logging.getLogger(__name__)
+
+CLAIM_SETTLE_SECONDS = 60.0
+
+
+class Reconciler:
+    """Looks up leftover claims on InvokeAI and settles them."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        client: InvokeAIClient,
+        transitions: Transitions,
+        registry: InFlight,
+        follower: Follower,
+        dispatcher: Dispatcher,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.transitions = transitions
+        self.registry = registry
+        self.follower = follower
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self._born = utcnow()
+
+    async def run_forever(self) -> None:
+        """Settle leftover claims now and every reconcile interval."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.resolve_leftovers()
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+
+    async def resolve_leftovers(self) -> None:
+        """Settle every claim not being sent by this process right now."""
+        for run in claims.list_submitting(self.engine):
+            if not self.registry.enqueueing(run.id):
+                await self.resolve_submitting(run)
+        for run in claims.list_pending(self.engine):
+            if not self.registry.enqueueing(run.id):
+                await self._resolve_pending(run)
+
+    async def _resolve_pending(self, run: Run) -> None:
+        """Find a pending run on InvokeAI by its batch, or send it (again, or at last)."""
+        if run.batch_id is None:
+            return
+        lost_at = self.registry.maybe_sent.get(run.id)
+        settling = lost_at is not None and time.monotonic() - lost_at < CLAIM_SETTLE_SECONDS
+        self.registry.begin_enqueue(run.id)  # nobody else sends it meanwhile
+        try:
+            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
+        except InvokeAIError:
+            items = None  # unreachable: next round
+        if items != [] or settling:  # found, unknown, or a lost enqueue that may still land
+            try:
+                if items:
+                    logger.info("run %s found on InvokeAI as item %s", run.id, items[0].item_id)
+                    await self.dispatcher.record_enqueued(run, items[0].item_id, synthetic=True)
+            finally:
+                self.registry.end_enqueue(run.id)
+            return
+        self.registry.maybe_sent.pop(run.id, None)
+        await self.dispatcher.send(run, None)
+
+    async def resolve_submitting(self, run: Run) -> bool:
+        """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""
+        if self.registry.busy(run.id) or run.batch_id is None:
+            return False
+        age = (utcnow() - run.created_at).total_seconds()
+        if run.created_at >= self._born and age < CLAIM_SETTLE_SECONDS:
+            return False  # an enqueue whose answer broke may still land: look later
+        self.registry.resolving.add(run.id)
+        try:
+            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
+        except InvokeAIError:
+            return False
+        finally:
+            self.registry.resolving.discard(run.id)
+        if not items:
+            logger.info("run %s was never enqueued (batch %s): forgotten", run.id, run.batch_id)
+            claims.delete_claim(self.engine, run.id)
+            return True
+        item_id = items[0].item_id
+        if await self.transitions.apply(queued_change(run, item_id, synthetic=True)) is None:
+            return True  # settled meanwhile by another caller
+        logger.info("run %s found on InvokeAI as item %s", run.id, item_id)
+        run.status, run.item_id = RunStatus.queued.value, item_id
+        self.follower.follow_new(run)
+        return True
