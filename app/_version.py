@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invokeai_py_client._version import __version__
+from invokeai_py_client import __version__
 
 __all__ = ["gateway_version"]
 

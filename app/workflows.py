@@ -15,9 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.core.errors import WorkflowInvalid
-from invokeai_py_client import InvokeAIClient
+from invokeai_py_client import InvokeAIClient, IvkWorkflowInput, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.exceptions import WorkflowValidationError
-from invokeai_py_client.workflow.definition import WorkflowDefinition
 
 __all__ = [
     "DescribedWorkflow",
@@ -105,7 +104,7 @@ def _parsed(data: dict[str, Any], version_key: tuple[str, int] | None) -> Workfl
 
 async def load_handle(
     client: InvokeAIClient, data: dict[str, Any], version_key: tuple[str, int] | None = None
-) -> Any:
+) -> WorkflowHandle:
     """A fresh ``WorkflowHandle`` for a stored definition.
 
     ``version_key`` (workflow id, version) names a stored version, whose parsed definition
@@ -137,7 +136,7 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def describe_input(item: Any) -> dict[str, Any]:
+def describe_input(item: IvkWorkflowInput) -> dict[str, Any]:
     """One discovered input (an ``IvkWorkflowInput``) as the API's ``WorkflowInput``."""
     field = item.field
     kind = _spec_value(field, "kind") or type(field).__name__

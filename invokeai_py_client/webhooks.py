@@ -25,12 +25,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ._retry import parse_retry_after
 from .exceptions import InvalidWebhookSignatureError
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "SECRET_PREFIX",
     "generate_secret",
+    "parse_retry_after",  # a sender honours the Retry-After of a receiver that answers 429/503
     "parse_secrets",
     "sign",
     "verify_signature",

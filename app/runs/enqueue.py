@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,6 @@ __all__ = [
     "QueueFull",
     "apply_board",
     "build_body",
-    "enqueue_run",
     "nothing_sent",
     "send_body",
     "server_problems",
@@ -114,7 +112,7 @@ def build_body(
 
 
 async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
-    """Enqueue ``body`` (built from ``handle``) once.
+    """Enqueue ``body`` (built from ``handle``) once, on the handle's server.
 
     The client never re-sends an enqueue: when the answer is lost it looks the batch up by
     its id and returns what InvokeAI did take.
@@ -126,26 +124,10 @@ async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
             (``nothing_sent(exc)`` tells whether it surely was never sent).
     """
     try:
-        result = await handle._client.queue_repo.aenqueue_batch(body)
+        result = await handle.client.queue_repo.aenqueue_batch(body)
     except UnprocessableEntityError as exc:
         problems = server_problems(exc, handle)
         raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
     if not result.item_ids:
         raise QueueFull(f"InvokeAI's queue is full: it took no item of batch {result.batch_id}")
     return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
-
-
-async def enqueue_run(
-    handle: WorkflowHandle,
-    *,
-    board_id: str | None,
-    destination: str | None = None,
-    batch_id: str | None = None,
-) -> Enqueued:
-    """Enqueue the handle's current values once, as batch ``batch_id`` (minted if None).
-
-    Raises what ``build_body`` and ``send_body`` raise.
-    """
-    batch = batch_id or str(uuid.uuid4())
-    body = build_body(handle, board_id=board_id, destination=destination, batch_id=batch)
-    return await send_body(handle, body)

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.errors import InputInvalid
-from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.exceptions import InputValidationError, NotFoundError
+from invokeai_py_client import InvokeAIClient, IvkWorkflowInput, WorkflowHandle
+from invokeai_py_client.exceptions import InputValidationError
 
 __all__ = ["apply_inputs", "decode_data_url", "parse_index"]
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,(?P<data>.*)$", re.S)
+Inputs = dict[int, IvkWorkflowInput]  # a handle's inputs by index
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
@@ -45,7 +46,7 @@ def decode_data_url(value: str) -> tuple[bytes, str]:
     return data, f"upload.{extension}"
 
 
-def _kind(item: Any) -> str:
+def _kind(item: IvkWorkflowInput) -> str:
     spec = getattr(item.field, "spec", None)
     return str(getattr(spec, "kind", "") or getattr(item.field, "kind", "") or "")
 
@@ -60,7 +61,7 @@ class _Plan:
     model_refs: dict[int, str] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
 
-    def problem(self, index: Any, item: Any, reason: str) -> None:
+    def problem(self, index: int | str, item: IvkWorkflowInput | None, reason: str) -> None:
         self.problems.append(
             {
                 "index": index,
@@ -72,7 +73,7 @@ class _Plan:
         )
 
 
-def _plan(raw: dict[str, Any], inputs: dict[int, Any]) -> _Plan:
+def _plan(raw: dict[str, Any], inputs: Inputs) -> _Plan:
     plan = _Plan()
     for key, value in raw.items():
         index = parse_index(key)
@@ -86,7 +87,7 @@ def _plan(raw: dict[str, Any], inputs: dict[int, Any]) -> _Plan:
     return plan
 
 
-def _plan_one(plan: _Plan, index: int, item: Any, value: Any) -> None:
+def _plan_one(plan: _Plan, index: int, item: IvkWorkflowInput, value: Any) -> None:
     kind = _kind(item)
     if kind == "image" and isinstance(value, str) and value.startswith("data:"):
         try:
@@ -101,17 +102,9 @@ def _plan_one(plan: _Plan, index: int, item: Any, value: Any) -> None:
         plan.values[index] = value
 
 
-async def _image_exists(client: InvokeAIClient, name: str) -> bool:
-    try:
-        await client.board_repo.aget_image(name)
-    except NotFoundError:
-        return False
-    return True
-
-
-async def _check_images(client: InvokeAIClient, plan: _Plan, inputs: dict[int, Any]) -> None:
+async def _check_images(client: InvokeAIClient, plan: _Plan, inputs: Inputs) -> None:
     names = list(plan.image_names.items())
-    found = await asyncio.gather(*(_image_exists(client, n) for _, n in names))
+    found = await asyncio.gather(*(client.board_repo.aimage_exists(n) for _, n in names))
     for (index, name), exists in zip(names, found, strict=True):
         if exists:
             plan.values[index] = name
@@ -119,7 +112,7 @@ async def _check_images(client: InvokeAIClient, plan: _Plan, inputs: dict[int, A
             plan.problem(index, inputs[index], f"image {name!r} does not exist on the server")
 
 
-async def _resolve_models(client: InvokeAIClient, plan: _Plan, inputs: dict[int, Any]) -> None:
+async def _resolve_models(client: InvokeAIClient, plan: _Plan, inputs: Inputs) -> None:
     if not plan.model_refs:
         return
     models = await client.dnn_model_repo.alist_models()
@@ -132,7 +125,7 @@ async def _resolve_models(client: InvokeAIClient, plan: _Plan, inputs: dict[int,
             plan.values[index] = model.identifier()
 
 
-def _set_values(handle: Any, plan: _Plan, inputs: dict[int, Any]) -> None:
+def _set_values(handle: WorkflowHandle, plan: _Plan, inputs: Inputs) -> None:
     for index, value in sorted(plan.values.items()):
         try:
             handle.set_input_value(index, value)
@@ -142,7 +135,7 @@ def _set_values(handle: Any, plan: _Plan, inputs: dict[int, Any]) -> None:
             plan.problem(index, inputs[index], str(exc))
 
 
-async def _upload(client: InvokeAIClient, handle: Any, plan: _Plan) -> dict[int, str]:
+async def _upload(client: InvokeAIClient, handle: WorkflowHandle, plan: _Plan) -> dict[int, str]:
     uncategorized = client.board_repo.get_uncategorized_handle()
     names = {}
     for index, (data, filename) in sorted(plan.uploads.items()):
@@ -152,7 +145,9 @@ async def _upload(client: InvokeAIClient, handle: Any, plan: _Plan) -> dict[int,
     return names
 
 
-async def apply_inputs(client: InvokeAIClient, handle: Any, raw: dict[str, Any]) -> dict[str, Any]:
+async def apply_inputs(
+    client: InvokeAIClient, handle: WorkflowHandle, raw: dict[str, Any]
+) -> dict[str, Any]:
     """Check every value in ``raw`` and set it on ``handle``.
 
     Returns:

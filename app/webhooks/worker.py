@@ -33,8 +33,12 @@ from app.db import outbox
 from app.db.tables import utcnow
 from app.db.webhook_tables import DeliveryStatus, WebhookDelivery
 from app.webhooks.policy import WebhookTargetRefused, check_target, next_attempt
-from invokeai_py_client._retry import parse_retry_after
-from invokeai_py_client.webhooks import generate_secret, parse_secrets, webhook_headers
+from invokeai_py_client.webhooks import (
+    generate_secret,
+    parse_retry_after,
+    parse_secrets,
+    webhook_headers,
+)
 
 __all__ = ["SECRET_FILE", "WebhookWorker", "signing_secrets"]
 

@@ -10,7 +10,7 @@ from .models import (
     ImageOrigin,
     IvkImage,
 )
-from .repo import BoardRepository
+from .repo import BoardRepository, ImageStream
 
 __all__ = [
     "UNCATEGORIZED_BOARD_ID",
@@ -21,5 +21,6 @@ __all__ = [
     "BoardVisibility",
     "ImageCategory",
     "ImageOrigin",
+    "ImageStream",
     "IvkImage",
 ]

@@ -8,11 +8,13 @@ it is the ``board_id="none"`` filter of the image routes, so we build it here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from .._portal import sync_twin
+from ..exceptions import NotFoundError
 from .handle import BoardHandle
 from .models import (
     ASSET_CATEGORIES,
@@ -27,7 +29,14 @@ from .models import (
 if TYPE_CHECKING:
     from ..client import InvokeAIClient
 
-__all__ = ["BoardRepository"]
+__all__ = ["BoardRepository", "ImageStream"]
+
+
+class ImageStream(NamedTuple):
+    """An image file being read: InvokeAI's response headers, and the body as it arrives."""
+
+    headers: Mapping[str, str]  # case-insensitive (content-type, content-length, ...)
+    chunks: AsyncIterator[bytes]
 
 
 def image_path(image_name: str, suffix: str = "") -> str:
@@ -223,3 +232,43 @@ class BoardRepository:
         async with self._http.stream_bytes(image_path(image_name, suffix)) as (_, _, chunks):
             async for chunk in chunks:
                 yield chunk
+
+    @contextlib.asynccontextmanager
+    async def aopen_image(
+        self, image_name: str, *, thumbnail: bool = False, chunk_size: int | None = 1 << 20
+    ) -> AsyncIterator[ImageStream]:
+        """Open an image file for relaying: headers at once, the body chunk by chunk.
+
+        ``chunk_size=None`` hands on each piece as the socket delivered it (nothing copied or
+        held back). The connection is released when the block is left (closed if the body was
+        not read to its end).
+
+        Raises:
+            NotFoundError: no image has this name (raised on entering, before any body).
+        """
+        path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
+        async with self._http.stream_bytes(path, chunk_size=chunk_size) as (_, headers, chunks):
+            yield ImageStream(headers, chunks)
+
+    async def aimage_headers(
+        self, image_name: str, *, thumbnail: bool = False
+    ) -> Mapping[str, str]:
+        """The response headers of an image file, without its body (a HEAD request).
+
+        Raises:
+            NotFoundError: no image has this name.
+        """
+        path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
+        return (await self._http.request("HEAD", path)).headers
+
+    image_headers = sync_twin(aimage_headers)
+
+    async def aimage_exists(self, image_name: str) -> bool:
+        """Whether an image of this name exists on the server."""
+        try:
+            await self.aimage_headers(image_name)
+        except NotFoundError:
+            return False
+        return True
+
+    image_exists = sync_twin(aimage_exists)

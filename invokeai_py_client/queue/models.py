@@ -24,6 +24,7 @@ __all__ = [
     "ProcessorStatus",
     "QueueAndProcessorStatus",
     "QueueStatus",
+    "failed_node_in",
     "is_terminal_status",
 ]
 

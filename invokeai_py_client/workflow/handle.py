@@ -77,6 +77,11 @@ class WorkflowHandle:
         self.destination: str | None = None
 
     @property
+    def client(self) -> InvokeAIClient:
+        """The client this handle sends its runs through (e.g. to enqueue a built body)."""
+        return self._client
+
+    @property
     def definition(self) -> WorkflowDefinition:
         """The workflow this handle runs (replaced, never mutated, by ``sync_dnn_model``)."""
         return self._definition

@@ -13,6 +13,8 @@ import pytest
 
 from app.core.config import Settings
 from app.main import create_app
+from app.runs.enqueue import Enqueued, build_body, send_body
+from invokeai_py_client import WorkflowHandle
 from tests.app.live_server import serve
 
 TIMEOUT = httpx.Timeout(30.0)
@@ -104,3 +106,12 @@ async def run_on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] |
     """The run once InvokeAI holds it (its queue item is known), else None."""
     body: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()
     return body if body["item_id"] is not None else None
+
+
+async def enqueue_run(
+    handle: WorkflowHandle, *, board_id: str | None, destination: str, batch_id: str | None
+) -> Enqueued:
+    """Enqueue a handle's values as the gateway would (a run InvokeAI has, the gateway not)."""
+    assert batch_id is not None
+    body = build_body(handle, board_id=board_id, destination=destination, batch_id=batch_id)
+    return await send_body(handle, body)

@@ -23,13 +23,14 @@ from app.db.tables import Run, RunEvent, RunStatus, Workflow
 from app.main import create_app
 from app.runs import dispatcher as dispatch
 from app.runs import reconciler
-from app.runs.enqueue import QueueFull, enqueue_run
+from app.runs.enqueue import QueueFull
 from app.runs.inputs import apply_inputs
 from app.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError, PermissionDeniedError, ServerError
 from tests.app.conftest import (
     TIMEOUT,
+    enqueue_run,
     load_json,
     make_settings,
     run_if,

@@ -25,11 +25,10 @@ from app.db.claims import SUBMITTING, request_hash
 from app.db.engine import make_engine
 from app.db.tables import Run, RunEvent, Workflow
 from app.main import create_app
-from app.runs.enqueue import enqueue_run
 from app.runs.inputs import apply_inputs
 from app.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
-from tests.app.conftest import TIMEOUT, load_json, make_settings, run_if, wait_until
+from tests.app.conftest import TIMEOUT, enqueue_run, load_json, make_settings, run_if, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up, serve
 
 pytestmark = pytest.mark.invokeai

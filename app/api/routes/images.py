@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel
@@ -20,8 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
-from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.board.repo import image_path
+from invokeai_py_client import BoardHandle, InvokeAIClient
+from invokeai_py_client.board import BoardRepository
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
 
 __all__ = ["ImageUploaded", "router"]
@@ -163,7 +163,7 @@ async def upload_image(
     )
 
 
-async def _board_handle(repo: Any, board_id: str | None) -> Any:
+async def _board_handle(repo: BoardRepository, board_id: str | None) -> BoardHandle:
     if board_id is None:
         return repo.get_uncategorized_handle()
     try:
@@ -191,15 +191,15 @@ async def download_image(
     Answers carry an ``ETag``; a request whose ``If-None-Match`` names it gets 304 once
     InvokeAI confirms the image still exists (a HEAD, no body sent either way).
     """
-    path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
     etag = _etag(image_name, thumbnail)
     if _etag_matches(request.headers.get("if-none-match"), etag):
-        return await _not_modified(request, path, image_name, etag)
+        return await _not_modified(request, image_name, thumbnail, etag)
     stack = contextlib.AsyncExitStack()
+    repo = _client(request).board_repo
     try:
         # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
-        _, upstream_headers, chunks = await stack.enter_async_context(
-            _client(request)._http.stream_bytes(path, chunk_size=None)
+        upstream_headers, chunks = await stack.enter_async_context(
+            repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
         )
     except NotFoundError as exc:
         await stack.aclose()
@@ -229,14 +229,15 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
 
 
-async def _not_modified(request: Request, path: str, image_name: str, etag: str) -> Response:
+async def _not_modified(request: Request, image_name: str, thumbnail: bool, etag: str) -> Response:
+    repo = _client(request).board_repo
     try:
-        head = await _client(request)._http.request("HEAD", path)
+        upstream = await repo.aimage_headers(image_name, thumbnail=thumbnail)
     except NotFoundError as exc:
         raise NotFound(f"image {image_name} not found") from exc
     headers = {"etag": etag}
-    if "cache-control" in head.headers:
-        headers["cache-control"] = head.headers["cache-control"]
+    if "cache-control" in upstream:
+        headers["cache-control"] = upstream["cache-control"]
     return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
 
 
