@@ -36,6 +36,7 @@ from ._aiohttp import (
     client_timeout,
     exact_chunks,
 )
+from ._constants import DEFAULT_CONNECT_TIMEOUT
 from ._retry import backoff, is_idempotent, parse_retry_after, should_retry_status
 from ._types import NOT_GIVEN, NotGiven
 from .exceptions import (
@@ -160,7 +161,10 @@ class HttpCore:
             # reader then waits for (0.3-0.6 ms on a 5 kB queue item).
             headers = {"Accept-Encoding": "identity"} if is_loopback_url(self.base_url) else {}
             client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout or 5.0, 5.0)),
+                timeout=httpx.Timeout(
+                    self.timeout,
+                    connect=min(self.timeout or DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+                ),
                 verify=self.verify,
                 transport=self._transport or AiohttpTransport(verify=self.verify),
                 headers=headers,

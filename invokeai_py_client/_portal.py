@@ -83,10 +83,6 @@ class Portal:
         loop.close()
 
 
-class _HasPortal:
-    _portal: Portal
-
-
 def sync_twin(
     async_method: Callable[P, Awaitable[T]],
 ) -> Callable[P, T]:

@@ -1,12 +1,10 @@
-"""Small shared types: the "not given" sentinel and JSON aliases."""
+"""The "not given" sentinel."""
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeAlias
+from typing import Final
 
-__all__ = ["NOT_GIVEN", "JSONDict", "NotGiven"]
-
-JSONDict: TypeAlias = dict[str, Any]
+__all__ = ["NOT_GIVEN", "NotGiven"]
 
 
 class NotGiven:

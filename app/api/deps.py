@@ -18,11 +18,9 @@ from app.db.claims import SUBMITTING
 from app.db.engine import open_session
 from app.db.tables import Run, Workflow
 from app.runs.service import RunService
-from app.streaming.broker import EventBroker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = [
-    "BrokerDep",
     "ClientDep",
     "RunDep",
     "RunServiceDep",
@@ -49,11 +47,6 @@ async def get_client(request: Request) -> InvokeAIClient:
     return client
 
 
-async def get_broker(request: Request) -> EventBroker:
-    broker: EventBroker = request.app.state.broker
-    return broker
-
-
 async def get_run_service(request: Request) -> RunService:
     service: RunService = request.app.state.run_service
     return service
@@ -62,7 +55,6 @@ async def get_run_service(request: Request) -> RunService:
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[InvokeAIClient, Depends(get_client)]
-BrokerDep = Annotated[EventBroker, Depends(get_broker)]
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
 
 

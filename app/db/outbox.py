@@ -43,7 +43,6 @@ __all__ = [
     "list_attempts",
     "list_run_deliveries",
     "list_subscriptions",
-    "next_due_time",
 ]
 
 # Standing subscriptions are read on every webhook-relevant event: they are kept in memory,
@@ -321,17 +320,6 @@ def due_deliveries(
         query = query.where(col(WebhookDelivery.id).not_in(list(exclude)))
     query = query.order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.created_at))
     return session.exec(query.limit(limit)).all()
-
-
-def next_due_time(*, session: Session) -> datetime | None:
-    """When the earliest pending delivery is due (None: nothing pending)."""
-    query = (
-        select(WebhookDelivery.next_attempt_at)
-        .where(WebhookDelivery.status == DeliveryStatus.pending.value)
-        .order_by(col(WebhookDelivery.next_attempt_at))
-        .limit(1)
-    )
-    return session.exec(query).first()
 
 
 def add_attempt(

@@ -26,7 +26,6 @@ __all__ = [
     "RunCreate",
     "RunError",
     "RunEvent",
-    "RunEventPublic",
     "RunImage",
     "RunLinks",
     "RunOutput",
@@ -332,14 +331,3 @@ class RunsPublic(SQLModel):
     data: list[RunPublic]
     count: int
     next_cursor: str | None = None
-
-
-class RunEventPublic(SQLModel):
-    """A relayed event in its stable shape (also the SSE ``data``)."""
-
-    id: int
-    run_id: str
-    workflow_id: str
-    event: str
-    data: dict[str, Any]
-    created_at: datetime

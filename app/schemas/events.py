@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
@@ -247,9 +247,25 @@ class RunEventPublic(BaseModel):
     created_at: datetime
 
 
-def _members(payload: type[_Payload]) -> str:
-    names = [name for name, field in payload.model_fields.items() if name != "synthetic"]
-    return "{" + ", ".join(names) + "}" if names else "{}"
+def _members(payload: type[BaseModel]) -> str:
+    """``{a, b: {c, d}, e: [{f}]}``: the members of a payload, nested models spelt out."""
+    parts = []
+    for name, info in payload.model_fields.items():
+        if name == "synthetic":
+            continue  # documented once, below the table
+        annotation = info.annotation
+        args = get_args(annotation)
+        model = next(a for a in args if a is not type(None)) if type(None) in args else annotation
+        if get_origin(model) is list and isinstance(get_args(model)[0], type):
+            item = get_args(model)[0]
+            if issubclass(item, BaseModel):
+                parts.append(f"{name}: [{_members(item)}]")
+                continue
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            parts.append(f"{name}: {_members(model)}")
+        else:
+            parts.append(name)
+    return "{" + ", ".join(parts) + "}"
 
 
 def event_table_markdown() -> str:

@@ -40,8 +40,9 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Final
 
+from app.schemas.events import TERMINAL_EVENT_TYPES
+
 __all__ = [
-    "TERMINAL_EVENT_TYPES",
     "Event",
     "EventBroker",
     "InMemoryEventBroker",
@@ -59,8 +60,6 @@ Sink = Callable[[list[Event]], None]
 
 logger = logging.getLogger(__name__)
 
-# The run's last event: the per-run stream ends right after sending one of these.
-TERMINAL_EVENT_TYPES: Final = frozenset({"run.succeeded", "run.failed", "run.canceled"})
 DEFAULT_QUEUE_SIZE: Final = 256
 # Readers served per step of the writer; between steps the loop runs (and new events join).
 DELIVERY_SLICE: Final = 64
@@ -81,12 +80,6 @@ def to_wire(event: Event) -> Event:
     if isinstance(created, datetime):
         return {**event, "created_at": created.isoformat()}
     return event
-
-
-def _matches(event: Event, run_id: str | None, workflow_id: str | None) -> bool:
-    if run_id is not None and event.get("run_id") != run_id:
-        return False
-    return workflow_id is None or event.get("workflow_id") == workflow_id
 
 
 _CLOSED: Final = object()
@@ -128,14 +121,10 @@ class Subscription:
         """True while events are pushed to a sink instead of queued."""
         return self._sink is not None
 
-    def offer(self, event: Event) -> None:
-        """Push one event to the sink, or queue it, or mark the reader lagging (queue full)."""
-        if _matches(event, self.run_id, self.workflow_id):
-            self.deliver([event])
-
     def deliver(self, events: list[Event]) -> None:
-        """Like ``offer`` for events of this reader's run (or workflow, or any: the broker's
-        index has chosen them), in id order: a sink gets them in one call."""
+        """Push events of this reader's run (or workflow, or any: the broker's index has chosen
+        them) to the sink in one call, in id order; or queue them, or mark the reader lagging
+        when its queue is full."""
         if self._closed:
             return
         if self._workflow_check:

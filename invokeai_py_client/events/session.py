@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import socketio
 
 from .._constants import DEFAULT_BASE_PATH, SOCKETIO_PATH
+from ..auth import socketio_auth
 from ..exceptions import APIConnectionError
 from .models import EventsResyncEvent, InvokeAIEvent, parse_event
 
@@ -97,8 +98,7 @@ async def connect_socketio(
         sio.on("*", on_event)
 
     def auth() -> dict[str, str] | None:
-        token = client._http.token
-        return {"token": token} if token else None
+        return socketio_auth(client._http.token)
 
     try:
         await sio.connect(
