@@ -22,6 +22,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_handlers
 from app.core.security import check_bind, install_security
 from app.db.engine import checkpoint_forever, make_engine, run_migrations
+from app.db.thread import DatabaseThread
 from app.runs.service import RunService
 from app.streaming.broker import InMemoryEventBroker
 from app.webhooks.worker import WebhookWorker
@@ -50,14 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)
         client = _invokeai_client(settings)
         broker = InMemoryEventBroker()
-        run_service = RunService(engine=engine, client=client, broker=broker, settings=settings)
+        db = DatabaseThread()
+        run_service = RunService(
+            engine=engine, db=db, client=client, broker=broker, settings=settings
+        )
         app.state.settings = settings
         app.state.engine = engine
         app.state.client = client
         app.state.broker = broker
         app.state.run_service = run_service
         await run_service.start()
-        webhook_worker = WebhookWorker(engine=engine, settings=settings)
+        webhook_worker = WebhookWorker(engine=engine, db=db, settings=settings)
         app.state.webhook_worker = webhook_worker
         await webhook_worker.start()
         checkpointer = asyncio.create_task(checkpoint_forever(engine), name="gateway-wal")
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await webhook_worker.stop()
             await broker.close()
             await client.aclose()
+            db.close()
             engine.dispose()
 
     app = FastAPI(

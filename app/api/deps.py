@@ -1,4 +1,5 @@
-"""Dependencies: typed access to what the lifespan put on ``app.state``, and row loaders."""
+"""Dependencies: typed access to what the lifespan put on ``app.state`` (the only place that
+reads it), and row loaders."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import NotFound
@@ -18,6 +20,8 @@ from app.db.claims import SUBMITTING
 from app.db.engine import open_session
 from app.db.tables import Run, Workflow
 from app.runs.service import RunService
+from app.streaming.broker import EventBroker
+from app.webhooks.worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = [
@@ -28,28 +32,69 @@ __all__ = [
     "SettingsDep",
     "WorkflowDep",
     "WorkflowToRunDep",
+    "broker_of",
+    "client_of",
+    "engine_of",
+    "run_service_of",
+    "settings_of",
+    "webhook_worker_of",
     "workflow_cache",
 ]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    engine: Engine = request.app.state.engine
-    yield from open_session(engine)
+# -- what the lifespan put on app.state: the one way routes reach it ---------------------------
 
 
-async def get_settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
+    """The application's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def get_client(request: Request) -> InvokeAIClient:
+def engine_of(request: Request) -> Engine:
+    """The database engine."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def client_of(request: Request) -> InvokeAIClient:
+    """The InvokeAI client (used async)."""
     client: InvokeAIClient = request.app.state.client
     return client
 
 
-async def get_run_service(request: Request) -> RunService:
+def broker_of(request: Request) -> EventBroker:
+    """The broker of live run events."""
+    broker: EventBroker = request.app.state.broker
+    return broker
+
+
+def run_service_of(request: Request) -> RunService:
+    """The run service."""
     service: RunService = request.app.state.run_service
     return service
+
+
+def webhook_worker_of(request: Request) -> WebhookWorker | None:
+    """The webhook outbox worker (None in an application built without one)."""
+    worker: WebhookWorker | None = getattr(request.app.state, "webhook_worker", None)
+    return worker
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    yield from open_session(engine_of(request))
+
+
+async def get_settings(request: Request) -> Settings:
+    return settings_of(request)
+
+
+async def get_client(request: Request) -> InvokeAIClient:
+    return client_of(request)
+
+
+async def get_run_service(request: Request) -> RunService:
+    return run_service_of(request)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -126,6 +171,14 @@ class WorkflowCache:
         self._heads[workflow_id] = (now, int(head[0]))
         return int(head[0])
 
+    def fresh(self, workflow_id: str) -> Workflow | None:
+        """The workflow from memory when its current version was read within the TTL (no
+        I/O); None when it must be ``load``-ed."""
+        cached = self._heads.get(workflow_id)
+        if cached is None or time.monotonic() - cached[0] >= HEAD_TTL_SECONDS:
+            return None
+        return self._rows.get((workflow_id, cached[1]))
+
     def load(self, engine: Engine, workflow_id: str) -> Workflow | None:
         """The current, not deleted workflow, reading its (large) definition only once."""
         version = self._version(engine, workflow_id)
@@ -155,13 +208,15 @@ def workflow_cache(request: Request) -> WorkflowCache:
 
 
 async def workflow_to_run(workflow_id: str, request: Request) -> Workflow:
-    """The workflow named in the path, or 404, read on the event loop.
+    """The workflow named in the path, or 404.
 
-    At most one small read on SQLite (see ``WorkflowCache``), which takes less time than the
-    hops to a worker thread that sync dependencies cost, and the definition comes from
-    memory: this is on the path of every ``POST /workflows/{id}/runs``.
+    On the path of every ``POST /workflows/{id}/runs``: from memory while its current version
+    is known (``WorkflowCache``), with no thread hop; otherwise read in a worker thread.
     """
-    workflow = workflow_cache(request).load(request.app.state.engine, workflow_id)
+    cache = workflow_cache(request)
+    workflow = cache.fresh(workflow_id)
+    if workflow is None:
+        workflow = await run_in_threadpool(cache.load, engine_of(request), workflow_id)
     if workflow is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return workflow

@@ -22,6 +22,7 @@ __all__ = [
     "delete_workflow",
     "encode_cursor",
     "find_run",
+    "find_workflow_version",
     "get_run",
     "get_workflow",
     "get_workflow_version",
@@ -29,6 +30,7 @@ __all__ = [
     "list_unfinished_runs",
     "list_workflows",
     "load_run",
+    "unfinished_runs",
 ]
 
 TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -140,6 +142,18 @@ def find_run(engine: Engine, run_id: str) -> Run | None:
     """The stored run (its own short session), or None."""
     with Session(engine, expire_on_commit=False) as session:
         return session.get(Run, run_id)
+
+
+def find_workflow_version(engine: Engine, workflow_id: str, version: int) -> WorkflowVersion | None:
+    """One stored version of a workflow (its own short session)."""
+    with Session(engine, expire_on_commit=False) as session:
+        return get_workflow_version(session=session, workflow_id=workflow_id, version=version)
+
+
+def unfinished_runs(engine: Engine) -> Sequence[Run]:
+    """Runs whose status is not terminal, oldest first (its own short session)."""
+    with Session(engine, expire_on_commit=False) as session:
+        return list_unfinished_runs(session=session)
 
 
 def load_run(engine: Engine, run_id: str) -> Run:

@@ -1,4 +1,4 @@
-"""SQLModel tables and the API schemas built on them (``Workflow*``, ``Run*``, ``RunEvent``).
+"""The SQLModel tables of workflows and runs (the webhook tables: ``webhook_tables``).
 
 Tables: ``workflow`` (the current version), ``workflowversion`` (every version ever
 registered), ``run`` and ``runevent`` (every relayed event, with a monotonic id that SSE
@@ -12,34 +12,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, DateTime, MetaData, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from app.schemas.events import WebhookEventName, webhook_events_help
-
 __all__ = [
-    "InputChanges",
     "Run",
-    "RunCreate",
-    "RunError",
     "RunEvent",
-    "RunImage",
-    "RunLinks",
-    "RunOutput",
-    "RunPublic",
     "RunStatus",
-    "RunsPublic",
     "UTCDateTime",
     "Workflow",
-    "WorkflowDetail",
-    "WorkflowInput",
-    "WorkflowPublic",
-    "WorkflowUpdated",
     "WorkflowVersion",
-    "WorkflowsPublic",
     "utcnow",
 ]
 
@@ -182,152 +166,3 @@ class RunEvent(SQLModel, table=True):
     event_type: str
     data: dict[str, Any] = _json(nullable=False)
     created_at: datetime = _time(nullable=False)
-
-
-# -- API schemas ----------------------------------------------------------------------------
-
-
-class WorkflowInput(SQLModel):
-    """One input of a workflow, addressed by its index in run bodies."""
-
-    index: int
-    label: str
-    field_name: str
-    node_id: str
-    node_name: str | None = None
-    type: str
-    required: bool = False
-    default: Any = None
-    value: Any = None
-    choices: list[Any] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-class WorkflowPublic(SQLModel):
-    """A registered workflow as the API shows it."""
-
-    id: str
-    name: str
-    description: str = ""
-    version: int
-    fingerprint: str
-    inputs: list[WorkflowInput]
-    created_at: datetime
-    updated_at: datetime
-    links: dict[str, str] = {}
-
-
-class WorkflowDetail(WorkflowPublic):
-    """One workflow with the JSON Schema of its run body."""
-
-    run_schema: dict[str, Any]
-
-
-class InputChanges(SQLModel):
-    """How the inputs of a new version relate to the previous one (by node and field)."""
-
-    moved: list[dict[str, Any]] = []
-    vanished: list[dict[str, Any]] = []
-    appeared: list[dict[str, Any]] = []
-
-
-class WorkflowUpdated(WorkflowPublic):
-    """The answer to ``PUT /workflows/{id}``."""
-
-    previous_version: int
-    input_changes: InputChanges
-
-
-class WorkflowsPublic(SQLModel):
-    """A list of workflows."""
-
-    data: list[WorkflowPublic]
-    count: int
-
-
-class RunCreate(BaseModel):
-    """The body of ``POST /workflows/{id}/runs``: values keyed by input index."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"inputs": {"0": "a prompt", "3": 30}, "board_id": None}]}
-    )
-
-    inputs: dict[str, Any] = {}
-    board_id: str | None = None
-    webhook_url: str | None = Field(
-        default=None, description="POST signed notices of this run here (Standard Webhooks)."
-    )
-    webhook_events: list[WebhookEventName] | None = Field(
-        default=None, description=f"Which notices: {webhook_events_help()}."
-    )
-
-
-class RunError(SQLModel):
-    """Why a run failed, as InvokeAI reported it."""
-
-    error_type: str | None = None
-    error_message: str | None = None
-    node_id: str | None = None
-    node_type: str | None = None
-
-
-class RunImage(SQLModel):
-    """One output image with its gateway URLs."""
-
-    image_name: str
-    url: str
-    thumbnail_url: str
-
-
-class RunOutput(SQLModel):
-    """What one output node produced."""
-
-    node_id: str
-    label: str | None = None
-    node_type: str | None = None
-    images: list[RunImage] = []
-    image_names: list[str] = []
-    board_id: str | None = None
-    values: list[Any] = []
-
-
-class RunLinks(SQLModel):
-    """Where to find a run and act on it."""
-
-    self: str
-    events: str
-    cancel: str
-    workflow: str
-
-
-class RunPublic(SQLModel):
-    """A run as the API shows it."""
-
-    id: str
-    workflow_id: str
-    workflow_version: int
-    status: RunStatus
-    inputs: dict[str, Any]
-    board_id: str | None = None
-    batch_id: str | None = None
-    item_id: int | None = Field(
-        None, description="InvokeAI's queue item; null until InvokeAI took the run."
-    )
-    session_id: str | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: RunError | None = None
-    outputs: list[RunOutput] = []
-    webhook_url: str | None = None
-    webhook_events: list[str] | None = None
-    links: RunLinks
-
-
-class RunsPublic(SQLModel):
-    """One page of runs; pass ``next_cursor`` as ``cursor`` for the next page."""
-
-    data: list[RunPublic]
-    count: int
-    next_cursor: str | None = None

@@ -1,1 +1,1 @@
-"""Services of the gateway: workflow registration and the run lifecycle."""
+"""The life of a run: submitted, enqueued, followed, reconciled, ended (see ARCHITECTURE.md)."""

@@ -10,17 +10,12 @@ import asyncio
 import logging
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
-
-from app.core.config import Settings
 from app.db import claims
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
+from app.runs.context import RunContext
 from app.runs.dispatcher import closing_change
 from app.runs.follower import Follower
-from app.runs.registry import InFlight
-from app.runs.transition import Transitions
-from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
 
 __all__ = ["Deadlines"]
@@ -34,22 +29,9 @@ KEY_SWEEP_SECONDS = 60.0
 class Deadlines:
     """Cancels runs past their deadline; forgets Idempotency-Keys past their TTL."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        client: InvokeAIClient,
-        transitions: Transitions,
-        registry: InFlight,
-        follower: Follower,
-        settings: Settings,
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.transitions = transitions
-        self.registry = registry
+    def __init__(self, ctx: RunContext, follower: Follower) -> None:
+        self.ctx = ctx
         self.follower = follower
-        self.settings = settings
 
     async def run_forever(self) -> None:
         """Check deadlines every tick, and sweep expired keys every ``KEY_SWEEP_SECONDS``."""
@@ -60,8 +42,8 @@ class Deadlines:
                 await self.cancel_due()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + KEY_SWEEP_SECONDS
-                    ttl = self.settings.idempotency_ttl_seconds
-                    claims.release_expired_keys(self.engine, ttl)
+                    ttl = self.ctx.settings.idempotency_ttl_seconds
+                    await self.ctx.db.run(claims.release_expired_keys, self.ctx.engine, ttl)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -71,17 +53,17 @@ class Deadlines:
     async def cancel_due(self) -> None:
         """Cancel on InvokeAI every unfinished run whose ``cancel_at`` passed."""
         now = utcnow()
-        due = claims.list_due(self.engine, now)
-        asked = self.registry.deadline_asked
+        due = await self.ctx.db.run(claims.list_due, self.ctx.engine, now)
+        asked = self.ctx.registry.deadline_asked
         asked &= {run.id for run in due}  # forget runs that ended
         for run in due:
-            if run.id in asked or self.registry.enqueueing(run.id):
+            if run.id in asked or self.ctx.registry.enqueueing(run.id):
                 continue
             if run.item_id is None:  # never reached InvokeAI: ended here
                 await self._close_pending(run, now)
                 continue
             try:
-                await self.client.queue_repo.acancel_item(run.item_id)
+                await self.ctx.client.queue_repo.acancel_item(run.item_id)
             except NotFoundError:
                 pass  # the item is gone: the follower's check ends the run
             except InvokeAIError:
@@ -92,5 +74,5 @@ class Deadlines:
 
     async def _close_pending(self, run: Run, now: datetime) -> None:
         error = errors.deadline_error(run.cancel_at, now)
-        if await self.transitions.apply(closing_change(run, RunStatus.canceled, error)):
+        if await self.ctx.transitions.apply(closing_change(run, RunStatus.canceled, error)):
             logger.info("run %s reached its deadline before InvokeAI took it", run.id)

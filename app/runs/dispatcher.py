@@ -24,21 +24,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
 from app.core.errors import GatewayError, InvokeAIUnavailable, WorkflowInvalid
 from app.db import claims, queries
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
+from app.runs.context import RunContext
 from app.runs.enqueue import QueueFull, build_body, nothing_sent, send_body
 from app.runs.follower import Follower
 from app.runs.inputs import apply_inputs
-from app.runs.registry import InFlight
-from app.runs.transition import Change, Guard, Transitions
+from app.runs.transition import Change, Guard
 from app.schemas.events import RunEventType
 from app.workflows import load_handle
-from invokeai_py_client import InvokeAIClient, WorkflowHandle
+from invokeai_py_client import WorkflowHandle
 from invokeai_py_client.exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -88,57 +85,46 @@ def closing_change(run: Run, status: RunStatus, error: dict[str, Any] | None) ->
 class Dispatcher:
     """Sends claimed runs to InvokeAI (now, or in the background) and records the answer."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        client: InvokeAIClient,
-        transitions: Transitions,
-        registry: InFlight,
-        follower: Follower,
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.transitions = transitions
-        self.registry = registry
+    def __init__(self, ctx: RunContext, follower: Follower) -> None:
+        self.ctx = ctx
         self.follower = follower
         self._slots = asyncio.Semaphore(DISPATCH_CONCURRENCY)
 
     async def stop(self) -> None:
         """Let dispatches under way finish (briefly)."""
-        await self.registry.wait_all_enqueued(STOP_DRAIN_SECONDS)
+        await self.ctx.registry.wait_all_enqueued(STOP_DRAIN_SECONDS)
 
     # -- a request waiting for InvokeAI -----------------------------------------------------
 
     async def enqueue_claimed(self, run: Run, prepared: Prepared) -> Run:
         """Enqueue a ``submitting`` claim and return once InvokeAI took it (or raise 503)."""
-        self.registry.begin_enqueue(run.id)
+        self.ctx.registry.begin_enqueue(run.id)
         try:
             try:
                 enqueued = await send_body(prepared.handle, prepared.body)
             except APIConnectionError as exc:
                 if nothing_sent(exc):
-                    claims.delete_claim(self.engine, run.id)
+                    await self.ctx.db.run(claims.delete_claim, self.ctx.engine, run.id)
                 # else: InvokeAI may hold the batch; the row stays hidden until resolved.
                 raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
             except Exception:
-                claims.delete_claim(self.engine, run.id)
+                await self.ctx.db.run(claims.delete_claim, self.ctx.engine, run.id)
                 raise
             # Cancelled mid-enqueue: the row stays hidden until resolved by its batch id.
-            if await self.transitions.apply(queued_change(run, enqueued.item_id)) is None:
+            if await self.ctx.transitions.apply(queued_change(run, enqueued.item_id)) is None:
                 raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
             run.status, run.item_id = RunStatus.queued.value, enqueued.item_id
             self.follower.follow_new(run)
             return run
         finally:
-            self.registry.end_enqueue(run.id)
+            self.ctx.registry.end_enqueue(run.id)
 
     # -- pending runs, in the background ----------------------------------------------------
 
     def dispatch(self, run: Run, prepared: Prepared | None) -> None:
         """Enqueue the pending ``run`` in the background (rebuilt from storage when None)."""
         # In flight from now on: waiting, canceling and resolving all see it at once.
-        self.registry.begin_enqueue(run.id)
+        self.ctx.registry.begin_enqueue(run.id)
         self.follower.spawn(self.send(run, prepared))
 
     async def send(self, run: Run, prepared: Prepared | None) -> None:
@@ -155,14 +141,14 @@ class Dispatcher:
         except Exception:  # the run stays pending: the next round tries again
             logger.exception("dispatching run %s", run.id)
         finally:
-            self.registry.end_enqueue(run.id)
+            self.ctx.registry.end_enqueue(run.id)
 
     async def _send_pending(self, run: Run, prepared: Prepared) -> None:
         try:
             enqueued = await send_body(prepared.handle, prepared.body)
         except APIConnectionError as exc:
             if not nothing_sent(exc):
-                self.registry.maybe_sent[run.id] = time.monotonic()
+                self.ctx.registry.maybe_sent[run.id] = time.monotonic()
             logger.warning("run %s did not reach InvokeAI yet (%s); retried later", run.id, exc)
             return
         except QueueFull:  # nothing enqueued: sent again next round
@@ -172,7 +158,7 @@ class Dispatcher:
             await self._fail_pending(run, errors.refusal_error(exc))
             return
         except ServerError as exc:  # InvokeAI's own fault; it may have taken the batch
-            self.registry.maybe_sent[run.id] = time.monotonic()
+            self.ctx.registry.maybe_sent[run.id] = time.monotonic()
             logger.warning("InvokeAI failed to enqueue run %s (%s); looked up later", run.id, exc)
             return
         except APIStatusError as exc:  # any other refusal is final too
@@ -182,34 +168,36 @@ class Dispatcher:
 
     async def record_enqueued(self, run: Run, item_id: int, *, synthetic: bool = False) -> None:
         """Store the pending run's queue item with its ``run.queued`` event, then follow it."""
-        self.registry.maybe_sent.pop(run.id, None)
-        if await self.transitions.apply(queued_change(run, item_id, synthetic=synthetic)) is None:
+        self.ctx.registry.maybe_sent.pop(run.id, None)
+        if (
+            await self.ctx.transitions.apply(queued_change(run, item_id, synthetic=synthetic))
+            is None
+        ):
             # Canceled on its way: InvokeAI must not run it either.
             logger.info("run %s was canceled while enqueued: canceling item %s", run.id, item_id)
             with contextlib.suppress(InvokeAIError):
-                await self.client.queue_repo.acancel_item(item_id)
+                await self.ctx.client.queue_repo.acancel_item(item_id)
             return
         run.status, run.item_id = RunStatus.queued.value, item_id
         self.follower.follow_new(run)
 
     async def _fail_pending(self, run: Run, error: dict[str, Any]) -> None:
         logger.info("run %s was refused: %s", run.id, error["error_message"])
-        await self.transitions.apply(closing_change(run, RunStatus.failed, error))
+        await self.ctx.transitions.apply(closing_change(run, RunStatus.failed, error))
 
     async def _rebuild(self, run: Run) -> Prepared | None:
         """The body of a pending run from its stored version and inputs (None: retry later)."""
-        with Session(self.engine) as session:
-            version = queries.get_workflow_version(
-                session=session, workflow_id=run.workflow_id, version=run.workflow_version
-            )
+        version = await self.ctx.db.run(
+            queries.find_workflow_version, self.ctx.engine, run.workflow_id, run.workflow_version
+        )
         try:
             if version is None:
                 raise WorkflowInvalid(
                     f"version {run.workflow_version} of workflow {run.workflow_id} is gone"
                 )
             key = (run.workflow_id, run.workflow_version)
-            handle = await load_handle(self.client, dict(version.definition), key)
-            await apply_inputs(self.client, handle, run.inputs)
+            handle = await load_handle(self.ctx.client, dict(version.definition), key)
+            await apply_inputs(self.ctx.client, handle, run.inputs)
             assert run.batch_id is not None
             body = build_body(
                 handle, board_id=run.board_id, destination=run.id, batch_id=run.batch_id
@@ -223,9 +211,9 @@ class Dispatcher:
 
     async def cancel_pending(self, run: Run, wait_seconds: float) -> Run:
         """Cancel a run not yet on InvokeAI (waiting briefly for a dispatch under way)."""
-        await self.registry.wait_enqueued(run.id, wait_seconds)
-        current = queries.load_run(self.engine, run.id)
+        await self.ctx.registry.wait_enqueued(run.id, wait_seconds)
+        current = await self.ctx.db.run(queries.load_run, self.ctx.engine, run.id)
         if current.item_id is None and not RunStatus(current.status).terminal:
-            await self.transitions.apply(closing_change(current, RunStatus.canceled, None))
-            current = queries.load_run(self.engine, run.id)
+            await self.ctx.transitions.apply(closing_change(current, RunStatus.canceled, None))
+            current = await self.ctx.db.run(queries.load_run, self.ctx.engine, run.id)
         return current

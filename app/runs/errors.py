@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from app.core.errors import GatewayError, WorkflowInvalid
-from app.db.tables import RunError
+from app.schemas.runs import RunError
 from invokeai_py_client.exceptions import APIStatusError
 from invokeai_py_client.queue.models import failed_node_in
 

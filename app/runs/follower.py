@@ -20,19 +20,16 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
-from app.core.config import Settings
 from app.db import queries
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
+from app.runs.context import RunContext
 from app.runs.outputs import compute_outputs
-from app.runs.registry import InFlight, Tracked
-from app.runs.transition import Change, Guard, Transitions
+from app.runs.registry import Tracked
+from app.runs.transition import Change, Guard
 from app.runs.translate import node_event, run_status_for
 from app.schemas.events import RunEventType
-from invokeai_py_client import InvokeAIClient, IvkJob
+from invokeai_py_client import IvkJob
 from invokeai_py_client.events import EventHub
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
 
@@ -69,20 +66,8 @@ def checks_after_bulk_read(
 class Follower:
     """Follows enqueued runs to their end; owns the connection to InvokeAI's events."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        client: InvokeAIClient,
-        transitions: Transitions,
-        registry: InFlight,
-        settings: Settings,
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.transitions = transitions
-        self.registry = registry
-        self.settings = settings
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         # Events that arrived before their enqueue call returned (the watcher is faster).
         self._early: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=EARLY_EVENTS_KEPT)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,8 +79,7 @@ class Follower:
 
     async def start(self) -> None:
         """Follow the unfinished runs already enqueued, and start watching InvokeAI."""
-        with Session(self.engine) as session:
-            unfinished = queries.list_unfinished_runs(session=session)
+        unfinished = await self.ctx.db.run(queries.unfinished_runs, self.ctx.engine)
         for run in unfinished:
             if run.item_id is not None:
                 self._track(run).inbox.put_nowait(("check",))
@@ -154,13 +138,13 @@ class Follower:
 
     def nudge(self, run_id: str) -> None:
         """Re-read a followed run's queue item soon (no waiting)."""
-        tracked = self.registry.by_run(run_id)
+        tracked = self.ctx.registry.by_run(run_id)
         if tracked is not None:
             tracked.inbox.put_nowait(("check",))
 
     async def wait(self, run_id: str, timeout: float) -> None:
         """Return when the followed run is terminal or ``timeout`` seconds passed."""
-        tracked = self.registry.by_run(run_id)
+        tracked = self.ctx.registry.by_run(run_id)
         if tracked is None:
             return
         with contextlib.suppress(TimeoutError):
@@ -168,7 +152,7 @@ class Follower:
 
     def _track(self, run: Run) -> Tracked:
         tracked = Tracked.of(run)
-        self.registry.follow(tracked)
+        self.ctx.registry.follow(tracked)
         self.spawn(self._consume(tracked))
         return tracked
 
@@ -198,16 +182,16 @@ class Follower:
         guard: Guard = Guard.NONE,
     ) -> bool:
         change = Change(tracked.run_id, tracked.workflow_id, event, data, columns or {}, guard)
-        return await self.transitions.apply(change) is not None
+        return await self.ctx.transitions.apply(change) is not None
 
     async def _watch_forever(self) -> None:
-        delay = self.settings.reconcile_interval_seconds
+        delay = self.ctx.settings.reconcile_interval_seconds
         while True:
             try:
-                if self.client.username is not None:
+                if self.ctx.client.username is not None:
                     # Multi-user: no Socket.IO handshake without a fresh token.
-                    await self.client.alogin()
-                hub = self._hub = await self.client.event_hub()
+                    await self.ctx.client.alogin()
+                hub = self._hub = await self.ctx.client.event_hub()
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
                     self._attempted.set()
@@ -230,20 +214,22 @@ class Follower:
         loop = asyncio.get_running_loop()
         last = loop.time()
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            await asyncio.sleep(self.ctx.settings.reconcile_interval_seconds)
             due = not self.events_connected or loop.time() - last >= HEALTHY_RECHECK_SECONDS
-            if self.registry.followed() and due:
+            if self.ctx.registry.followed() and due:
                 last = loop.time()
                 await self._recheck_all()
 
     async def _recheck_all(self) -> None:
         # One bulk read for every followed run (not one request each: with hundreds of runs
         # unfinished, per-run reads every interval would swamp InvokeAI and the client pool).
-        followed = self.registry.followed()
+        followed = self.ctx.registry.followed()
         if not followed:
             return
         try:
-            items = await self.client.queue_repo.aget_items_by_ids([t.item_id for t in followed])
+            items = await self.ctx.client.queue_repo.aget_items_by_ids(
+                [t.item_id for t in followed]
+            )
         except InvokeAIError:
             return  # unreachable: the poller tries again
         for tracked, message in checks_after_bulk_read(followed, items):
@@ -255,13 +241,13 @@ class Follower:
             return
         if event_type == "queue_items_canceled":
             for item_id in payload.get("canceled_item_ids") or []:
-                if (tracked := self.registry.by_item(item_id)) is not None:
+                if (tracked := self.ctx.registry.by_item(item_id)) is not None:
                     tracked.inbox.put_nowait(("check",))
             return
         item_id = payload.get("item_id")
         if not isinstance(item_id, int):
             return
-        tracked = self.registry.by_item(item_id)
+        tracked = self.ctx.registry.by_item(item_id)
         if tracked is None:
             self._early.append((item_id, event_type, payload))
             return
@@ -319,7 +305,7 @@ class Follower:
         lost = errors.lost_error(tracked.item_id, tracked.batch_id)
         try:
             if item is None:
-                item = await self.client.queue_repo.aget_item(tracked.item_id)
+                item = await self.ctx.client.queue_repo.aget_item(tracked.item_id)
         except NotFoundError:
             await self._close(tracked, RunStatus.failed, error=lost)
             return
@@ -347,7 +333,7 @@ class Follower:
         tracked.finishing = True
         try:
             if item is None:
-                read = await self.client.queue_repo.aget_item(tracked.item_id)
+                read = await self.ctx.client.queue_repo.aget_item(tracked.item_id)
                 item = read.model_dump(mode="json")
             await self._close_from_item(tracked, item)
         except InvokeAIError:
@@ -359,32 +345,26 @@ class Follower:
         if tracked.status == RunStatus.queued.value and item.get("started_at"):
             await self._mark_started(tracked, item.get("session_id"), synthetic=True)
         if status == RunStatus.succeeded.value:
-            outputs = compute_outputs(self._definition(tracked), item)
+            outputs = compute_outputs(await self._definition(tracked), item)
             await self._close(tracked, RunStatus.succeeded, outputs=outputs)
         elif status == RunStatus.failed.value:
             error = errors.from_item(item, tracked.failure_hint)
             await self._close(tracked, RunStatus.failed, error=error)
         else:
-            await self._close(tracked, RunStatus.canceled, error=self._deadline_error(tracked))
+            cancel_at = (await self._stored(tracked)).cancel_at
+            deadline = errors.deadline_error(cancel_at, utcnow())
+            await self._close(tracked, RunStatus.canceled, error=deadline)
 
-    def _stored(self, tracked: Tracked) -> Run:
-        with Session(self.engine, expire_on_commit=False) as session:
-            run = queries.get_run(session=session, run_id=tracked.run_id)
-        assert run is not None  # runs are never deleted once accepted
-        return run
+    async def _stored(self, tracked: Tracked) -> Run:
+        return await self.ctx.db.run(queries.load_run, self.ctx.engine, tracked.run_id)
 
-    def _deadline_error(self, tracked: Tracked) -> dict[str, Any] | None:
-        """Why a canceled run was canceled, when its deadline had passed (else None)."""
-        return errors.deadline_error(self._stored(tracked).cancel_at, utcnow())
-
-    def _definition(self, tracked: Tracked) -> dict[str, Any]:
-        run = self._stored(tracked)
-        with Session(self.engine) as session:
-            version = queries.get_workflow_version(
-                session=session, workflow_id=run.workflow_id, version=run.workflow_version
-            )
-            assert version is not None
-            return dict(version.definition)
+    async def _definition(self, tracked: Tracked) -> dict[str, Any]:
+        run = await self._stored(tracked)
+        version = await self.ctx.db.run(
+            queries.find_workflow_version, self.ctx.engine, run.workflow_id, run.workflow_version
+        )
+        assert version is not None  # versions are never deleted
+        return dict(version.definition)
 
     async def _close(
         self,
@@ -407,4 +387,4 @@ class Follower:
         columns |= {"outputs": outputs, "error": error}
         event = RunEventType(f"run.{status.value}")
         await self._apply(tracked, event, data, columns, Guard.UNFINISHED)
-        self.registry.unfollow(tracked)
+        self.ctx.registry.unfollow(tracked)

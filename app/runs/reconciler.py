@@ -19,16 +19,11 @@ import contextlib
 import logging
 import time
 
-from sqlalchemy.engine import Engine
-
-from app.core.config import Settings
 from app.db import claims
 from app.db.tables import Run, RunStatus, utcnow
+from app.runs.context import RunContext
 from app.runs.dispatcher import Dispatcher, queued_change
 from app.runs.follower import Follower
-from app.runs.registry import InFlight
-from app.runs.transition import Transitions
-from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
 
 __all__ = ["CLAIM_SETTLE_SECONDS", "Reconciler"]
@@ -41,24 +36,10 @@ CLAIM_SETTLE_SECONDS = 60.0
 class Reconciler:
     """Looks up leftover claims on InvokeAI and settles them."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        client: InvokeAIClient,
-        transitions: Transitions,
-        registry: InFlight,
-        follower: Follower,
-        dispatcher: Dispatcher,
-        settings: Settings,
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.transitions = transitions
-        self.registry = registry
+    def __init__(self, ctx: RunContext, follower: Follower, dispatcher: Dispatcher) -> None:
+        self.ctx = ctx
         self.follower = follower
         self.dispatcher = dispatcher
-        self.settings = settings
         self._born = utcnow()
 
     async def run_forever(self) -> None:
@@ -66,26 +47,26 @@ class Reconciler:
         while True:
             with contextlib.suppress(Exception):
                 await self.resolve_leftovers()
-            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            await asyncio.sleep(self.ctx.settings.reconcile_interval_seconds)
 
     async def resolve_leftovers(self) -> None:
         """Settle every claim not being sent by this process right now."""
-        for run in claims.list_submitting(self.engine):
-            if not self.registry.enqueueing(run.id):
+        for run in await self.ctx.db.run(claims.list_submitting, self.ctx.engine):
+            if not self.ctx.registry.enqueueing(run.id):
                 await self.resolve_submitting(run)
-        for run in claims.list_pending(self.engine):
-            if not self.registry.enqueueing(run.id):
+        for run in await self.ctx.db.run(claims.list_pending, self.ctx.engine):
+            if not self.ctx.registry.enqueueing(run.id):
                 await self._resolve_pending(run)
 
     async def _resolve_pending(self, run: Run) -> None:
         """Find a pending run on InvokeAI by its batch, or send it (again, or at last)."""
         if run.batch_id is None:
             return
-        lost_at = self.registry.maybe_sent.get(run.id)
+        lost_at = self.ctx.registry.maybe_sent.get(run.id)
         settling = lost_at is not None and time.monotonic() - lost_at < CLAIM_SETTLE_SECONDS
-        self.registry.begin_enqueue(run.id)  # nobody else sends it meanwhile
+        self.ctx.registry.begin_enqueue(run.id)  # nobody else sends it meanwhile
         try:
-            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
+            items = await self.ctx.client.queue_repo.aget_items_by_batch(run.batch_id)
         except InvokeAIError:
             items = None  # unreachable: next round
         if items != [] or settling:  # found, unknown, or a lost enqueue that may still land
@@ -94,31 +75,31 @@ class Reconciler:
                     logger.info("run %s found on InvokeAI as item %s", run.id, items[0].item_id)
                     await self.dispatcher.record_enqueued(run, items[0].item_id, synthetic=True)
             finally:
-                self.registry.end_enqueue(run.id)
+                self.ctx.registry.end_enqueue(run.id)
             return
-        self.registry.maybe_sent.pop(run.id, None)
+        self.ctx.registry.maybe_sent.pop(run.id, None)
         await self.dispatcher.send(run, None)
 
     async def resolve_submitting(self, run: Run) -> bool:
         """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""
-        if self.registry.busy(run.id) or run.batch_id is None:
+        if self.ctx.registry.busy(run.id) or run.batch_id is None:
             return False
         age = (utcnow() - run.created_at).total_seconds()
         if run.created_at >= self._born and age < CLAIM_SETTLE_SECONDS:
             return False  # an enqueue whose answer broke may still land: look later
-        self.registry.resolving.add(run.id)
+        self.ctx.registry.resolving.add(run.id)
         try:
-            items = await self.client.queue_repo.aget_items_by_batch(run.batch_id)
+            items = await self.ctx.client.queue_repo.aget_items_by_batch(run.batch_id)
         except InvokeAIError:
             return False
         finally:
-            self.registry.resolving.discard(run.id)
+            self.ctx.registry.resolving.discard(run.id)
         if not items:
             logger.info("run %s was never enqueued (batch %s): forgotten", run.id, run.batch_id)
-            claims.delete_claim(self.engine, run.id)
+            await self.ctx.db.run(claims.delete_claim, self.ctx.engine, run.id)
             return True
         item_id = items[0].item_id
-        if await self.transitions.apply(queued_change(run, item_id, synthetic=True)) is None:
+        if await self.ctx.transitions.apply(queued_change(run, item_id, synthetic=True)) is None:
             return True  # settled meanwhile by another caller
         logger.info("run %s found on InvokeAI as item %s", run.id, item_id)
         run.status, run.item_id = RunStatus.queued.value, item_id

@@ -35,6 +35,8 @@ from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
 from app.db import claims, queries
 from app.db.claims import SUBMITTING, Claim
 from app.db.tables import Run, RunStatus, Workflow, utcnow
+from app.db.thread import DatabaseThread
+from app.runs.context import RunContext
 from app.runs.deadlines import Deadlines
 from app.runs.dispatcher import Dispatcher, Prepared
 from app.runs.enqueue import build_body
@@ -86,45 +88,25 @@ class RunService:
     """Submits runs and answers for them; its collaborators keep them moving."""
 
     def __init__(
-        self, *, engine: Engine, client: InvokeAIClient, broker: EventBroker, settings: Settings
+        self,
+        *,
+        engine: Engine,
+        db: DatabaseThread,
+        client: InvokeAIClient,
+        broker: EventBroker,
+        settings: Settings,
     ) -> None:
         self.engine = engine
+        self.db = db
         self.client = client
         self.settings = settings
         self.registry = InFlight()
-        self.transitions = Transitions(engine=engine, broker=broker)
-        transitions, registry = self.transitions, self.registry
-        self.follower = Follower(
-            engine=engine,
-            client=client,
-            transitions=transitions,
-            registry=registry,
-            settings=settings,
-        )
-        self.dispatcher = Dispatcher(
-            engine=engine,
-            client=client,
-            transitions=transitions,
-            registry=registry,
-            follower=self.follower,
-        )
-        self.reconciler = Reconciler(
-            engine=engine,
-            client=client,
-            transitions=transitions,
-            registry=registry,
-            follower=self.follower,
-            dispatcher=self.dispatcher,
-            settings=settings,
-        )
-        self.deadlines = Deadlines(
-            engine=engine,
-            client=client,
-            transitions=transitions,
-            registry=registry,
-            follower=self.follower,
-            settings=settings,
-        )
+        self.transitions = Transitions(engine=engine, db=db, broker=broker)
+        ctx = RunContext(engine, db, client, self.transitions, self.registry, settings)
+        self.follower = Follower(ctx)
+        self.dispatcher = Dispatcher(ctx, self.follower)
+        self.reconciler = Reconciler(ctx, self.follower, self.dispatcher)
+        self.deadlines = Deadlines(ctx, self.follower)
 
     async def start(self) -> None:
         """Follow unfinished runs, settle leftover claims, and start the deadline checks."""
@@ -160,7 +142,8 @@ class RunService:
         pending = self.follower.events_connected
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
-            claim = claims.claim_run(self.engine, run, self.settings.max_unfinished_runs)
+            cap = self.settings.max_unfinished_runs
+            claim = await self.db.run(claims.claim_run, self.engine, run, cap)
             if claim is Claim.FULL:
                 raise self._too_many()
             if claim is Claim.CLAIMED:
@@ -214,9 +197,10 @@ class RunService:
 
     async def _replay(self, key: str, wanted_hash: str | None) -> Run | None:
         """The run holding ``key`` once it is accepted, or None (free key, or its claim fell)."""
-        claims.release_expired_keys(self.engine, self.settings.idempotency_ttl_seconds, key=key)
+        ttl = self.settings.idempotency_ttl_seconds
+        await self.db.run(claims.release_expired_keys, self.engine, ttl, key=key)
         while True:
-            held = claims.find_by_key(self.engine, key)
+            held = await self.db.run(claims.find_by_key, self.engine, key)
             if held is None:
                 return None
             if held.request_hash != wanted_hash:
@@ -245,7 +229,7 @@ class RunService:
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""
-        run = self.load(run_id)
+        run = await self.load(run_id)
         if run.item_id is None and not RunStatus(run.status).terminal:
             run = await self.dispatcher.cancel_pending(run, CANCEL_WAIT_SECONDS)
         if RunStatus(run.status).terminal or run.item_id is None:
@@ -255,11 +239,11 @@ class RunService:
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
         await self.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
-        return self.load(run_id)
+        return await self.load(run_id)
 
-    def load(self, run_id: str) -> Run:
+    async def load(self, run_id: str) -> Run:
         """The stored run, or ``NotFound`` (also for a run still being submitted)."""
-        run = queries.find_run(self.engine, run_id)
+        run = await self.db.run(queries.find_run, self.engine, run_id)
         if run is None or run.status == SUBMITTING:
             raise NotFound(f"no run with id {run_id!r}")
         return run

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from app.db.claims import SUBMITTING
 from app.db.outbox import StoredEvent, add_run_event_with_deliveries
 from app.db.tables import Run, RunStatus
+from app.db.thread import DatabaseThread
 from app.schemas.events import RunEventType
 from app.streaming.broker import EventBroker
 
@@ -127,13 +128,14 @@ def commit_change(engine: Engine, change: Change) -> StoredEvent | None:
 class Transitions:
     """Commits run changes (``commit_change``) and publishes their events to live readers."""
 
-    def __init__(self, *, engine: Engine, broker: EventBroker) -> None:
+    def __init__(self, *, engine: Engine, db: DatabaseThread, broker: EventBroker) -> None:
         self.engine = engine
+        self.db = db
         self.broker = broker
 
     async def apply(self, change: Change) -> StoredEvent | None:
         """Commit ``change``, then publish its event; None when its guard did not hold."""
-        row = commit_change(self.engine, change)
+        row = await self.db.run(commit_change, self.engine, change)
         if row is not None:
             await self.broker.publish(row.as_event())
         return row

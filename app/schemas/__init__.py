@@ -1,0 +1,1 @@
+"""The API's shapes (request bodies and answers) and the run event vocabulary."""

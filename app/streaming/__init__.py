@@ -1,0 +1,1 @@
+"""Live run events to SSE readers: the broker, the wire encoding, the stream writer."""

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from app._version import gateway_version
 from app.core.config import Settings
 from app.db import outbox
 from app.db.tables import utcnow
+from app.db.thread import DatabaseThread
 from app.db.webhook_tables import DeliveryStatus, WebhookDelivery
 from app.webhooks.policy import WebhookTargetRefused, check_target, next_attempt
 from invokeai_py_client.webhooks import (
@@ -82,10 +84,12 @@ class WebhookWorker:
         self,
         *,
         engine: Engine,
+        db: DatabaseThread,
         settings: Settings,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.engine = engine
+        self.db = db
         self.settings = settings
         self._transport = transport
         self._secrets: list[str] = []
@@ -129,7 +133,7 @@ class WebhookWorker:
     async def _run_forever(self) -> None:
         while True:
             try:
-                self._dispatch_due()
+                await self._dispatch_due()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a database hiccup must not stop the outbox
@@ -138,14 +142,12 @@ class WebhookWorker:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
 
-    def _dispatch_due(self) -> None:
+    async def _dispatch_due(self) -> None:
         room = min(BATCH, MAX_IN_FLIGHT - len(self._in_flight))
         if room <= 0:
             return  # a finishing attempt wakes the loop
-        with Session(self.engine, expire_on_commit=False) as session:
-            due = outbox.due_deliveries(
-                session=session, now=utcnow(), exclude=list(self._in_flight), limit=room
-            )
+        exclude = list(self._in_flight)
+        due = await self.db.run(_due, self.engine, exclude, room)
         for delivery in due:
             self._in_flight.add(delivery.id)
             task = asyncio.create_task(self._send_guarded(delivery))
@@ -163,7 +165,7 @@ class WebhookWorker:
             # Logged as a failed attempt and retried later: never a tight loop on one row.
             with contextlib.suppress(Exception):
                 error = f"internal error: {type(exc).__name__}"
-                self._record(delivery, None, error, None, self._retry_at(delivery, None))
+                await self._record(delivery, None, error, None, self._retry_at(delivery, None))
         finally:
             self._in_flight.discard(delivery.id)
             self._wake.set()  # room for the next due delivery (a backlog drains steadily)
@@ -176,7 +178,9 @@ class WebhookWorker:
             )
         except WebhookTargetRefused as exc:
             # Checked again at send time: DNS may have changed since the URL was accepted.
-            self._record(delivery, None, f"refused by the URL policy: {exc.detail}", None, None)
+            await self._record(
+                delivery, None, f"refused by the URL policy: {exc.detail}", None, None
+            )
             return
         body = body_bytes(delivery.payload)
         headers = webhook_headers(
@@ -191,15 +195,15 @@ class WebhookWorker:
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            self._record(delivery, None, error, _ms(started), self._retry_at(delivery, None))
+            await self._record(delivery, None, error, _ms(started), self._retry_at(delivery, None))
             return
         duration = _ms(started)
         if response.is_success:
-            self._record(delivery, response.status_code, None, duration, None, delivered=True)
+            await self._record(delivery, response.status_code, None, duration, None, delivered=True)
             return
         error = f"HTTP {response.status_code}"
         next_at = self._retry_at(delivery, parse_retry_after(response))
-        self._record(delivery, response.status_code, error, duration, next_at)
+        await self._record(delivery, response.status_code, error, duration, next_at)
 
     def _retry_at(self, delivery: WebhookDelivery, retry_after: float | None) -> datetime | None:
         settings = self.settings
@@ -214,7 +218,7 @@ class WebhookWorker:
             retry_after=retry_after,
         )
 
-    def _record(
+    async def _record(
         self,
         delivery: WebhookDelivery,
         status_code: int | None,
@@ -224,23 +228,44 @@ class WebhookWorker:
         *,
         delivered: bool = False,
     ) -> None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = outbox.get_delivery(session=session, delivery_id=delivery.id)
-            if row is None or row.status != DeliveryStatus.pending.value:
-                return  # deleted subscription: its row was closed meanwhile
-            outbox.add_attempt(
-                session=session,
-                delivery=row,
-                status_code=status_code,
-                error=error,
-                duration_ms=duration_ms,
-                next_at=next_at,
-                delivered=delivered,
-            )
+        attempt = _Attempt(status_code, error, duration_ms, next_at, delivered)
+        await self.db.run(_record_attempt, self.engine, delivery.id, attempt)
         if not delivered:
             logger.info(
                 "webhook delivery %s attempt failed (%s)", delivery.id, error or status_code
             )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+    next_at: datetime | None
+    delivered: bool
+
+
+def _due(engine: Engine, exclude: list[str], limit: int) -> list[WebhookDelivery]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(
+            outbox.due_deliveries(session=session, now=utcnow(), exclude=exclude, limit=limit)
+        )
+
+
+def _record_attempt(engine: Engine, delivery_id: str, attempt: _Attempt) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        row = outbox.get_delivery(session=session, delivery_id=delivery_id)
+        if row is None or row.status != DeliveryStatus.pending.value:
+            return  # deleted subscription: its row was closed meanwhile
+        outbox.add_attempt(
+            session=session,
+            delivery=row,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            duration_ms=attempt.duration_ms,
+            next_at=attempt.next_at,
+            delivered=attempt.delivered,
+        )
 
 
 def _ms(started: float) -> float:

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.deps import client_of
 from app.core.errors import NotFound
-from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.board.models import UNCATEGORIZED_BOARD_ID, Board
 from invokeai_py_client.exceptions import NotFoundError
 
@@ -45,11 +45,6 @@ class BoardCreate(BaseModel):
     name: str = Field(min_length=1, max_length=300)
 
 
-def _client(request: Request) -> InvokeAIClient:
-    client: InvokeAIClient = request.app.state.client
-    return client
-
-
 def _public(board: Board) -> BoardPublic:
     return BoardPublic.model_validate(board.model_dump(include=set(BoardPublic.model_fields)))
 
@@ -57,14 +52,14 @@ def _public(board: Board) -> BoardPublic:
 @router.get("", response_model=BoardsPublic)
 async def list_boards(request: Request) -> BoardsPublic:
     """Every board on InvokeAI, newest first, then the uncategorized pseudo-board."""
-    boards = await _client(request).board_repo.alist_boards()
+    boards = await client_of(request).board_repo.alist_boards()
     return BoardsPublic(data=[_public(b) for b in boards], count=len(boards))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BoardPublic)
 async def create_board(request: Request, body: BoardCreate) -> BoardPublic:
     """Create a board (names need not be unique; each board gets a new id)."""
-    return _public(await _client(request).board_repo.acreate_board(body.name))
+    return _public(await client_of(request).board_repo.acreate_board(body.name))
 
 
 @router.delete(
@@ -85,7 +80,7 @@ async def delete_board(
     if board_id == UNCATEGORIZED_BOARD_ID:
         raise missing  # the uncategorized pseudo-board is not a board InvokeAI can delete
     try:
-        await _client(request).board_repo.adelete_board(board_id, delete_images=delete_images)
+        await client_of(request).board_repo.adelete_board(board_id, delete_images=delete_images)
     except NotFoundError as exc:
         raise missing from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)

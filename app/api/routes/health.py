@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from app.api.deps import client_of, engine_of
 from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
@@ -54,12 +55,12 @@ async def livez() -> Liveness:
 )
 async def readyz(request: Request) -> JSONResponse:
     """Ready when InvokeAI answers, its event stream is connected, and the database is writable."""
-    state = request.app.state
+    client = client_of(request)
     invokeai, database = await asyncio.gather(
-        _check_invokeai(state.client), _check_database(state.engine)
+        _check_invokeai(client), _check_database(engine_of(request))
     )
     # Without InvokeAI there is no event stream to connect to: do not start a connect attempt.
-    events = await _check_events(state.client) if invokeai is None else "InvokeAI unreachable"
+    events = await _check_events(client) if invokeai is None else "InvokeAI unreachable"
     problems = {"invokeai": invokeai, "events": events, "database": database}
     body = readiness(problems)
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)

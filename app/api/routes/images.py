@@ -19,8 +19,9 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.deps import client_of, settings_of
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
-from invokeai_py_client import BoardHandle, InvokeAIClient
+from invokeai_py_client import BoardHandle
 from invokeai_py_client.board import BoardRepository
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
 
@@ -101,11 +102,6 @@ async def _read_upload(request: Request, limit: int) -> tuple[str, bytes]:
         raise _too_large(limit) from None
 
 
-def _client(request: Request) -> InvokeAIClient:
-    client: InvokeAIClient = request.app.state.client
-    return client
-
-
 def _links(request: Request, image_name: str) -> dict[str, str]:
     url = str(request.url_for("download_image", image_name=image_name).path)
     return {"url": url, "thumbnail_url": f"{url}?thumbnail=1"}
@@ -144,9 +140,9 @@ async def upload_image(
     ] = None,
 ) -> ImageUploaded:
     """Upload an image (multipart field ``file``) into InvokeAI; returns its name."""
-    limit = int(request.app.state.settings.max_upload_bytes)
+    limit = settings_of(request).max_upload_bytes
     filename, data = await _read_upload(request, limit)
-    repo = _client(request).board_repo
+    repo = client_of(request).board_repo
     handle = await _board_handle(repo, board_id)
     try:
         image = await handle.aupload_image_data(data, filename)
@@ -195,7 +191,7 @@ async def download_image(
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return await _not_modified(request, image_name, thumbnail, etag)
     stack = contextlib.AsyncExitStack()
-    repo = _client(request).board_repo
+    repo = client_of(request).board_repo
     try:
         # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
         upstream_headers, chunks = await stack.enter_async_context(
@@ -230,7 +226,7 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 async def _not_modified(request: Request, image_name: str, thumbnail: bool, etag: str) -> Response:
-    repo = _client(request).board_repo
+    repo = client_of(request).board_repo
     try:
         upstream = await repo.aimage_headers(image_name, thumbnail=thumbnail)
     except NotFoundError as exc:

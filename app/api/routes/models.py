@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from invokeai_py_client import InvokeAIClient
+from app.api.deps import client_of
 from invokeai_py_client.dnn_model.models import IvkDnnModel
 
 __all__ = ["ModelPublic", "ModelsPublic", "router"]
@@ -52,6 +52,5 @@ async def list_models(
     type: Annotated[str | None, Query(description="Only this type, e.g. main.")] = None,
 ) -> ModelsPublic:
     """The models installed on InvokeAI."""
-    client: InvokeAIClient = request.app.state.client
-    models = await client.dnn_model_repo.alist_models(base=base, type=type)
+    models = await client_of(request).dnn_model_repo.alist_models(base=base, type=type)
     return ModelsPublic(data=[_public(m) for m in models], count=len(models))

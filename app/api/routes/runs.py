@@ -14,9 +14,10 @@ from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
 from app.db import queries
 from app.db.claims import PUBLIC_STATUSES, request_hash
-from app.db.tables import Run, RunCreate, RunPublic, RunsPublic, RunStatus
+from app.db.tables import Run, RunStatus
 from app.runs.outputs import outputs_with_urls
 from app.runs.service import Submission
+from app.schemas.runs import RunCreate, RunPublic, RunsPublic
 from app.webhooks.policy import check_target
 
 __all__ = ["parse_prefer_wait", "router", "run_public"]
@@ -161,7 +162,7 @@ async def create_run(
     wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
     if wait is not None:
         await service.wait(run.id, wait)
-        run = service.load(run.id)
+        run = await service.load(run.id)
         extra["Preference-Applied"] = f"wait={prefer_value(wait)}"
     finished = RunStatus(run.status).terminal and (wait is not None or replayed)
     return _run_response(run, status.HTTP_200_OK if finished else status.HTTP_202_ACCEPTED, extra)

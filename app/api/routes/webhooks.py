@@ -7,100 +7,29 @@ with ``invokeai_py_client.webhooks.verify_signature`` or any Standard Webhooks l
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import RunDep, SessionDep, SettingsDep
+from app.api.deps import RunDep, SessionDep, SettingsDep, webhook_worker_of
 from app.core.errors import NotFound, WorkflowInvalid
 from app.db import outbox, queries
 from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
-from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, WebhookEventName, webhook_events_help
+from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, WebhookEventName
+from app.schemas.webhooks import (
+    AttemptPublic,
+    DeliveriesPublic,
+    DeliveryPublic,
+    SubscriptionCreate,
+    SubscriptionPublic,
+    SubscriptionsPublic,
+)
 from app.webhooks.policy import check_target
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["webhooks"])
-
-EVENTS_HELP = webhook_events_help()
-
-
-class SubscriptionCreate(BaseModel):
-    """The body of ``POST /webhooks``."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "url": "https://example.com/hooks/invokeai",
-                    "event_types": ["completed", "failed"],
-                    "workflow_id": None,
-                    "description": "notify the CMS",
-                }
-            ]
-        }
-    )
-
-    url: str = Field(description="http(s) URL that receives the signed POSTs.")
-    event_types: list[WebhookEventName] | None = Field(None, description=EVENTS_HELP)
-    workflow_id: str | None = Field(None, description="Only runs of this workflow (None: all).")
-    description: str = Field("", max_length=1000)
-
-
-class SubscriptionPublic(BaseModel):
-    """A standing subscription."""
-
-    id: str
-    url: str
-    event_types: list[str]
-    workflow_id: str | None
-    description: str
-    created_at: datetime
-
-
-class SubscriptionsPublic(BaseModel):
-    """Subscriptions."""
-
-    data: list[SubscriptionPublic]
-    count: int
-
-
-class AttemptPublic(BaseModel):
-    """One attempt at a delivery."""
-
-    attempted_at: datetime
-    status_code: int | None = Field(description="The receiver's HTTP status (None: no answer).")
-    error: str | None
-    duration_ms: float | None
-
-
-class DeliveryPublic(BaseModel):
-    """One delivery (its ``id`` is the ``webhook-id`` header) with every attempt."""
-
-    id: str
-    run_id: str | None
-    subscription_id: str | None = Field(description="None: the run's own webhook_url.")
-    run_event_id: int | None
-    url: str
-    event_type: str
-    status: str = Field(description="pending, delivered or failed (retry window over).")
-    attempt_count: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-    payload: dict[str, Any]
-    attempts: list[AttemptPublic]
-
-
-class DeliveriesPublic(BaseModel):
-    """The delivery log of a run."""
-
-    data: list[DeliveryPublic]
-    count: int
 
 
 def _subscription(row: WebhookSubscription) -> SubscriptionPublic:
@@ -123,7 +52,7 @@ def _delivery(row: WebhookDelivery, attempts: list[Any]) -> DeliveryPublic:
 
 
 def _notify(request: Request) -> None:
-    worker = getattr(request.app.state, "webhook_worker", None)
+    worker = webhook_worker_of(request)
     if worker is not None:
         worker.notify()
 
@@ -139,12 +68,14 @@ async def create_subscription(
 ) -> SubscriptionPublic:
     """Deliver matching events of every run (of one workflow, or all) to a URL."""
     await check_target(body.url, allow_private=settings.webhook_allow_private)
-    if (
-        body.workflow_id is not None
-        and queries.get_workflow(session=session, workflow_id=body.workflow_id) is None
-    ):
-        raise WorkflowInvalid(f"no workflow with id {body.workflow_id!r}")
-    row = outbox.create_subscription(
+    if body.workflow_id is not None:
+        found = await run_in_threadpool(
+            queries.get_workflow, session=session, workflow_id=body.workflow_id
+        )
+        if found is None:
+            raise WorkflowInvalid(f"no workflow with id {body.workflow_id!r}")
+    row = await run_in_threadpool(
+        outbox.create_subscription,
         session=session,
         url=body.url,
         event_types=list(dict.fromkeys(body.event_types)) if body.event_types else None,

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.api.deps import ClientDep, SessionDep, SettingsDep, WorkflowDep, workflow_cache
 from app.api.limits import read_body_limited
 from app.core.errors import WorkflowInvalid
 from app.db import queries
-from app.db.tables import (
+from app.db.tables import Workflow
+from app.schemas.workflows import (
     InputChanges,
-    Workflow,
     WorkflowDetail,
     WorkflowPublic,
     WorkflowsPublic,
@@ -131,7 +132,8 @@ async def create_workflow(
 ) -> dict[str, Any]:
     """Register a workflow file; answers with its id and its inputs by index."""
     described = await _described(request, settings, client)
-    workflow = queries.create_workflow(
+    workflow = await run_in_threadpool(
+        queries.create_workflow,
         session=session,
         name=described.name,
         description=described.description,
@@ -171,7 +173,8 @@ async def replace_workflow(
     """Register a new version of a workflow; says which input indices moved."""
     described = await _described(request, settings, client)
     previous_version, previous_inputs = workflow.version, workflow.inputs
-    updated = queries.add_workflow_version(
+    updated = await run_in_threadpool(
+        queries.add_workflow_version,
         session=session,
         workflow=workflow,
         name=described.name,
