@@ -12,7 +12,6 @@ api_router = APIRouter()
 api_router.include_router(workflows.router)
 api_router.include_router(runs.router)
 
-# h6 routers
 api_router.include_router(events.router)
 api_router.include_router(images.router)
 api_router.include_router(boards.router)

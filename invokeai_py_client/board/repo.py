@@ -253,13 +253,19 @@ class BoardRepository:
     async def aimage_headers(
         self, image_name: str, *, thumbnail: bool = False
     ) -> Mapping[str, str]:
-        """The response headers of an image file, without its body (a HEAD request).
+        """The response headers of an image file, without its body.
+
+        InvokeAI answers HEAD on the full file only (on the thumbnail route a HEAD falls
+        through to its web UI's page), so a thumbnail's headers come from a GET whose body is
+        not read (its connection is closed, not reused).
 
         Raises:
             NotFoundError: no image has this name.
         """
-        path = image_path(image_name, "/thumbnail" if thumbnail else "/full")
-        return (await self._http.request("HEAD", path)).headers
+        if thumbnail:
+            async with self.aopen_image(image_name, thumbnail=True) as opened:
+                return opened.headers
+        return (await self._http.request("HEAD", image_path(image_name, "/full"))).headers
 
     image_headers = sync_twin(aimage_headers)
 

@@ -269,3 +269,26 @@ async def test_astream_unknown_image_raises_before_any_chunk(aclient: InvokeAICl
         async for chunk in aclient.board_repo.astream_image("no-such-image.png"):
             received.append(chunk)
     assert received == []
+
+
+async def test_open_image_gives_headers_then_chunks_and_exists_asks_by_head(
+    aclient: InvokeAIClient,
+) -> None:
+    repo = aclient.board_repo
+    uncategorized = repo.get_uncategorized_handle()
+    image = await uncategorized.aupload_image_data(png_bytes(64, 48))
+    try:
+        full = await repo.adownload_image(image.image_name)
+        async with repo.aopen_image(image.image_name, chunk_size=None) as opened:
+            assert opened.headers["content-type"] == "image/png"
+            assert int(opened.headers["content-length"]) == len(full)
+            assert b"".join([c async for c in opened.chunks]) == full
+        head = await repo.aimage_headers(image.image_name, thumbnail=True)
+        assert head["content-type"] == "image/webp"
+        assert await repo.aimage_exists(image.image_name) is True
+        assert await repo.aimage_exists("no-such-image.png") is False
+        with pytest.raises(NotFoundError):
+            async with repo.aopen_image("no-such-image.png"):
+                pass
+    finally:
+        await uncategorized.adelete_image(image.image_name)
