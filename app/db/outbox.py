@@ -80,7 +80,7 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class _Subscription:
+class _StandingTarget:
     id: str
     url: str
     event_types: list[str] | None
@@ -100,7 +100,7 @@ class _SubscriptionCache:
     """Every standing subscription of one database, oldest first, read at most every TTL."""
 
     def __init__(self) -> None:
-        self._rows: list[_Subscription] | None = None
+        self._rows: list[_StandingTarget] | None = None
         self._read_at = 0.0
         self._lock = threading.Lock()  # sync routes run in worker threads
 
@@ -108,13 +108,15 @@ class _SubscriptionCache:
         with self._lock:
             self._rows = None
 
-    def matching(self, connection: Connection, workflow_id: str, name: str) -> list[_Subscription]:
+    def matching(
+        self, connection: Connection, workflow_id: str, name: str
+    ) -> list[_StandingTarget]:
         """The subscriptions that want event ``name`` of a run of ``workflow_id``."""
         with self._lock:
             rows = self._rows
             if rows is None or time.monotonic() - self._read_at > SUBSCRIPTIONS_TTL_SECONDS:
                 found = connection.execute(_ALL_SUBSCRIPTIONS)
-                rows = self._rows = [_Subscription(*r) for r in found]
+                rows = self._rows = [_StandingTarget(*r) for r in found]
                 self._read_at = time.monotonic()
         return [
             r for r in rows if r.workflow_id in (None, workflow_id) and wants(name, r.event_types)

@@ -6,7 +6,7 @@ That split is what keeps a slow reader cheap: when its queue is full, the broker
 events meant for it and marks it lagging, and the reader catches up from the database by id
 (``SubscriberLagging``), the same path a reconnecting client takes with ``Last-Event-ID``.
 
-A reader that has caught up can be pushed to instead (``Subscription.attach``): the broker then
+A reader that has caught up can be pushed to instead (``LiveFeed.attach``): the broker then
 hands events straight to the reader's sink, synchronously, with no queue and no task wake-up
 per reader. That is what keeps the fan-out to 1,000 streams cheap; a sink that cannot take
 events at once detaches itself, and its events queue again until it has caught up.
@@ -46,9 +46,9 @@ __all__ = [
     "Event",
     "EventBroker",
     "InMemoryEventBroker",
+    "LiveFeed",
     "Sink",
     "SubscriberLagging",
-    "Subscription",
     "is_terminal_event",
     "to_wire",
 ]
@@ -85,7 +85,7 @@ def to_wire(event: Event) -> Event:
 _CLOSED: Final = object()
 
 
-class Subscription:
+class LiveFeed:
     """One reader's view of the live events: a bounded queue, or a sink pushed to.
 
     Pulled (the default): an async iterator over a bounded queue. Iteration raises
@@ -217,7 +217,7 @@ class Subscription:
         lagging, self.lagging = self.lagging, False
         return lagging
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> LiveFeed:
         return self
 
     async def __anext__(self) -> Event:
@@ -243,11 +243,11 @@ class EventBroker(abc.ABC):
     @abc.abstractmethod
     def subscribe(
         self, *, run_id: str | None = None, workflow_id: str | None = None
-    ) -> AbstractAsyncContextManager[Subscription]:
+    ) -> AbstractAsyncContextManager[LiveFeed]:
         """Receive the live events of one run, one workflow, or all (no filter).
 
         Returns:
-            An async context manager yielding a ``Subscription`` (an async iterator of event
+            An async context manager yielding a ``LiveFeed`` (an async iterator of event
             dicts); leaving it unsubscribes.
         """
 
@@ -262,7 +262,7 @@ Key = tuple[str, str | None]  # an index of readers: ("run", id), ("workflow", i
 class _Round:
     """The readers of one key that the writer has still to visit, and the key's log."""
 
-    def __init__(self, log: list[Event], readers: list[Subscription]) -> None:
+    def __init__(self, log: list[Event], readers: list[LiveFeed]) -> None:
         self.log = log
         self.readers = readers
         self.next = 0
@@ -273,9 +273,9 @@ class InMemoryEventBroker(EventBroker):
 
     def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.queue_size = queue_size
-        self._by_run: dict[str, set[Subscription]] = {}
-        self._by_workflow: dict[str, set[Subscription]] = {}
-        self._unfiltered: set[Subscription] = set()
+        self._by_run: dict[str, set[LiveFeed]] = {}
+        self._by_workflow: dict[str, set[LiveFeed]] = {}
+        self._unfiltered: set[LiveFeed] = set()
         self._closed = False
         # Events not yet given to every reader of their key, and the writer's work.
         self._rounds: dict[Key, _Round] = {}
@@ -310,7 +310,7 @@ class InMemoryEventBroker(EventBroker):
         elif members := self._members(key):
             self._rounds[key] = _Round([event], list(members))
 
-    def _members(self, key: Key) -> set[Subscription]:
+    def _members(self, key: Key) -> set[LiveFeed]:
         kind, value = key
         if kind == "all":
             return self._unfiltered
@@ -356,9 +356,9 @@ class InMemoryEventBroker(EventBroker):
     @contextlib.asynccontextmanager
     async def subscribe(
         self, *, run_id: str | None = None, workflow_id: str | None = None
-    ) -> AsyncIterator[Subscription]:
+    ) -> AsyncIterator[LiveFeed]:
         """Receive live events; see ``EventBroker.subscribe``."""
-        sub = Subscription(run_id=run_id, workflow_id=workflow_id, maxsize=self.queue_size)
+        sub = LiveFeed(run_id=run_id, workflow_id=workflow_id, maxsize=self.queue_size)
         index, key = self._index_for(sub)
         if key is None:
             self._unfiltered.add(sub)
@@ -376,21 +376,19 @@ class InMemoryEventBroker(EventBroker):
             self._remove(sub, index, key)
 
     @staticmethod
-    def _key_of(sub: Subscription) -> Key:
+    def _key_of(sub: LiveFeed) -> Key:
         if sub.run_id is not None:
             return ("run", sub.run_id)
         if sub.workflow_id is not None:
             return ("workflow", sub.workflow_id)
         return ("all", None)
 
-    def _index_for(self, sub: Subscription) -> tuple[dict[str, set[Subscription]], str | None]:
+    def _index_for(self, sub: LiveFeed) -> tuple[dict[str, set[LiveFeed]], str | None]:
         if sub.run_id is not None:
             return self._by_run, sub.run_id
         return self._by_workflow, sub.workflow_id
 
-    def _remove(
-        self, sub: Subscription, index: dict[str, set[Subscription]], key: str | None
-    ) -> None:
+    def _remove(self, sub: LiveFeed, index: dict[str, set[LiveFeed]], key: str | None) -> None:
         if key is None:
             self._unfiltered.discard(sub)
             return
@@ -407,5 +405,5 @@ class InMemoryEventBroker(EventBroker):
         for sub in self._unfiltered | {s for group in self._all_groups() for s in group}:
             sub.close()
 
-    def _all_groups(self) -> list[set[Subscription]]:
+    def _all_groups(self) -> list[set[LiveFeed]]:
         return [*self._by_run.values(), *self._by_workflow.values()]

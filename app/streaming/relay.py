@@ -37,7 +37,7 @@ from app.db.tables import Run, RunEvent, RunStatus
 from app.streaming.broker import (
     Event,
     EventBroker,
-    Subscription,
+    LiveFeed,
     is_terminal_event,
 )
 from app.streaming.wire import (
@@ -184,7 +184,7 @@ async def relay(
             # Events were dropped for us (the queue overflowed): re-read them from the database.
 
 
-async def _live(connection: Connection, sub: Subscription, cursor: _Cursor, ping: float) -> bool:
+async def _live(connection: Connection, sub: LiveFeed, cursor: _Cursor, ping: float) -> bool:
     """Relay live events until the stream is over (False) or has fallen behind (True)."""
     sink = functools.partial(_push, connection, sub, cursor)
     while not (cursor.done or sub.closed):
@@ -198,7 +198,7 @@ async def _live(connection: Connection, sub: Subscription, cursor: _Cursor, ping
     return False
 
 
-def _push(connection: Connection, sub: Subscription, cursor: _Cursor, events: list[Event]) -> None:
+def _push(connection: Connection, sub: LiveFeed, cursor: _Cursor, events: list[Event]) -> None:
     """The sink: called by the broker's delivery; writes the events to the connection now."""
     batch = cursor.advance_all(events)  # skips what the replay sent already
     if batch and (not connection.write_now(_chunk(batch)) or cursor.done):
@@ -207,7 +207,7 @@ def _push(connection: Connection, sub: Subscription, cursor: _Cursor, events: li
         sub.detach()
 
 
-async def _while_pushed(connection: Connection, sub: Subscription, ping: float) -> None:
+async def _while_pushed(connection: Connection, sub: LiveFeed, ping: float) -> None:
     """Sleep while the broker pushes; a heartbeat when a ping interval passes; when detached,
     finish the write the sink could not finish at once."""
     while not await sub.wait_detached(ping):
