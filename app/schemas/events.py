@@ -36,6 +36,7 @@ __all__ = [
     "event_table_markdown",
     "run_event_type_for_webhook",
     "webhook_events_help",
+    "webhook_table_markdown",
 ]
 
 
@@ -166,16 +167,21 @@ EVENT_SPECS: dict[RunEventType, EventSpec] = {
     RunEventType.node_failed: EventSpec(NodeFailedData, "a node raised an error"),
     RunEventType.run_succeeded: EventSpec(
         SucceededData,
-        "one entry per output node (`GET /runs/{id}` adds image URLs)",
+        "the run finished; `outputs` has one entry per output node (`GET /runs/{id}` adds "
+        "image URLs)",
         webhook_name="completed",
         terminal=True,
     ),
     RunEventType.run_failed: EventSpec(
-        FailedData, "why, with the failing node", webhook_name="failed", terminal=True
+        FailedData,
+        "the run failed; `error` says why and names the failing node",
+        webhook_name="failed",
+        terminal=True,
     ),
     RunEventType.run_canceled: EventSpec(
         CanceledData,
-        "`error` says so when the run's deadline (Cancel-After) canceled it",
+        "the run was canceled; `error.error_type` is `DeadlineExceeded` when its deadline "
+        "(Cancel-After) did it",
         webhook_name="canceled",
         terminal=True,
     ),
@@ -274,4 +280,17 @@ def event_table_markdown() -> str:
     for kind, spec in EVENT_SPECS.items():
         meaning = f"**terminal**: {spec.meaning}" if spec.terminal else spec.meaning
         lines.append(f"| `{kind.value}` | `{_members(spec.payload)}` | {meaning} |")
+    return "\n".join(lines)
+
+
+def webhook_table_markdown() -> str:
+    """The webhook-name table of docs/webhooks.md (a test keeps the two equal)."""
+    lines = [
+        "| event name (what you send) | run event (`type` of the payload) | when |",
+        "| --- | --- | --- |",
+    ]
+    for kind, spec in EVENT_SPECS.items():
+        if spec.webhook_name:
+            meaning = f"**terminal**: {spec.meaning}" if spec.terminal else spec.meaning
+            lines.append(f"| `{spec.webhook_name}` | `{kind.value}` | {meaning} |")
     return "\n".join(lines)

@@ -21,10 +21,12 @@ from app.schemas.events import (
     RunEventPublic,
     RunEventType,
     event_table_markdown,
+    webhook_table_markdown,
 )
 from tests.app.conftest import load_json, register
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+WEBHOOK_DOCS = DOCS.with_name("webhooks.md")
 REF = {"$ref": "#/components/schemas/RunEventPublic"}
 
 
@@ -70,3 +72,10 @@ async def test_every_event_of_a_real_run_matches_its_payload_model(
         RunEventType(event["event"]).spec.payload.model_validate(event["data"])  # extra: forbid
     assert kinds[0] is RunEventType.run_queued and kinds[-1] is RunEventType.run_succeeded
     assert RunEventType.node_completed in kinds
+
+
+def test_the_webhook_docs_table_is_the_one_made_from_the_specs() -> None:
+    text = WEBHOOK_DOCS.read_text()
+    table = re.search(r"^\| event name \(what you send\) \|.*?(?=\n\n)", text, re.M | re.S)
+    assert table is not None, "docs/webhooks.md has no event-name table"
+    assert table.group(0) == webhook_table_markdown()
