@@ -25,7 +25,7 @@ from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
 from app.runs.context import RunContext
 from app.runs.outputs import compute_outputs
-from app.runs.registry import Tracked
+from app.runs.registry import Check, Finish, Relayed, Tracked
 from app.runs.transition import Change, Guard
 from app.runs.translate import node_event, run_status_for
 from app.schemas.events import RunEventType
@@ -50,16 +50,16 @@ HEALTHY_RECHECK_SECONDS = 10.0
 
 def checks_after_bulk_read(
     followed: list[Tracked], items: list[IvkJob]
-) -> list[tuple[Tracked, tuple[Any, ...]]]:
+) -> list[tuple[Tracked, Check]]:
     """The inbox messages a bulk read of queue items calls for (runs already in step: none)."""
     by_id = {item.item_id: item for item in items}
-    messages: list[tuple[Tracked, tuple[Any, ...]]] = []
+    messages: list[tuple[Tracked, Check]] = []
     for tracked in followed:
         item = by_id.get(tracked.item_id)
         if item is None:
-            messages.append((tracked, ("check",)))  # gone? confirmed by a read of its own
+            messages.append((tracked, Check()))  # gone? confirmed by a read of its own
         elif run_status_for(str(item.status)) != tracked.status:
-            messages.append((tracked, ("check", item)))
+            messages.append((tracked, Check(item)))
     return messages
 
 
@@ -82,7 +82,7 @@ class Follower:
         unfinished = await self.ctx.db.run(queries.unfinished_runs, self.ctx.engine)
         for run in unfinished:
             if run.item_id is not None:
-                self._track(run).inbox.put_nowait(("check",))
+                self._track(run).inbox.put_nowait(Check())
         self.spawn(self._watch_forever())
         self.spawn(self._poll_forever())
 
@@ -124,12 +124,12 @@ class Follower:
         tracked = self._track(run)
         for item_id, event_type, payload in self._early:
             if item_id == tracked.item_id:
-                tracked.inbox.put_nowait(("event", event_type, payload))
+                tracked.inbox.put_nowait(Relayed(event_type, payload))
         if not self.events_connected:
             # Nothing tells how this run goes but its queue item (the poller re-reads it too).
             # While the event stream is followed, every event of the item reaches us (early
             # ones were kept above), so a read now would only cost InvokeAI a request per run.
-            tracked.inbox.put_nowait(("check",))
+            tracked.inbox.put_nowait(Check())
 
     async def recheck(self, run_id: str, timeout: float) -> None:
         """Re-read a followed run's queue item; return once it ended or ``timeout`` passed."""
@@ -140,7 +140,7 @@ class Follower:
         """Re-read a followed run's queue item soon (no waiting)."""
         tracked = self.ctx.registry.by_run(run_id)
         if tracked is not None:
-            tracked.inbox.put_nowait(("check",))
+            tracked.inbox.put_nowait(Check())
 
     async def wait(self, run_id: str, timeout: float) -> None:
         """Return when the followed run is terminal or ``timeout`` seconds passed."""
@@ -160,10 +160,10 @@ class Follower:
         while not tracked.done.is_set():
             message = await tracked.inbox.get()
             try:
-                if message[0] == "event":
-                    await self._route(tracked, message[1], message[2])
-                elif message[0] == "check":
-                    await self._check(tracked, *message[1:])
+                if isinstance(message, Relayed):
+                    await self._route(tracked, message.event_type, message.payload)
+                elif isinstance(message, Check):
+                    await self._check(tracked, message.item)
                 else:
                     await self._finish(tracked)
             except asyncio.CancelledError:
@@ -242,7 +242,7 @@ class Follower:
         if event_type == "queue_items_canceled":
             for item_id in payload.get("canceled_item_ids") or []:
                 if (tracked := self.ctx.registry.by_item(item_id)) is not None:
-                    tracked.inbox.put_nowait(("check",))
+                    tracked.inbox.put_nowait(Check())
             return
         item_id = payload.get("item_id")
         if not isinstance(item_id, int):
@@ -251,7 +251,7 @@ class Follower:
         if tracked is None:
             self._early.append((item_id, event_type, payload))
             return
-        tracked.inbox.put_nowait(("event", event_type, payload))
+        tracked.inbox.put_nowait(Relayed(event_type, payload))
 
     async def _route(self, tracked: Tracked, event_type: str, payload: dict[str, Any]) -> None:
         if tracked.finishing:
@@ -294,7 +294,7 @@ class Follower:
 
     async def _finish_later(self, tracked: Tracked) -> None:
         await asyncio.sleep(FAILED_GRACE_SECONDS)
-        tracked.inbox.put_nowait(("finish",))
+        tracked.inbox.put_nowait(Finish())
 
     # -- reconciling with the queue ---------------------------------------------------------
 

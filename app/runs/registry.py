@@ -14,8 +14,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.db.tables import Run
+from invokeai_py_client import IvkJob
 
-__all__ = ["InFlight", "Tracked"]
+__all__ = ["Check", "Finish", "InFlight", "Message", "Relayed", "Tracked"]
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """An InvokeAI event of the run's queue item, to translate and store."""
+
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Check:
+    """Catch the run up with its queue item (``item``: already read; None: read it)."""
+
+    item: IvkJob | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Close the run from its queue item (after the grace for trailing events)."""
+
+
+Message = Relayed | Check | Finish
 
 
 @dataclass
@@ -32,9 +56,8 @@ class Tracked:
     evented: bool = False
     finishing: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    # Everything about one run is handled in order by one task reading this inbox:
-    # ("event", type, payload), ("check",), ("check", item) or ("finish",).
-    inbox: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
+    # Everything about one run is handled in order by one task reading this inbox.
+    inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
 
     @classmethod
     def of(cls, run: Run) -> Tracked:
