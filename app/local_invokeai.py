@@ -267,5 +267,13 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _main_interruptible() -> int:
+    """``main``; Ctrl-C (uvicorn re-raises it after its graceful stop) ends with 130, quietly."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return 130
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main_interruptible())
