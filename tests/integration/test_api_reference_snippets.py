@@ -166,6 +166,12 @@ CORE_COMPONENT_NAMES = [
 ]
 CLIENT_MEMBERS = ("from_url", "board_repo", "workflow_repo", "dnn_model_repo", "health_check")
 CLIENT_MEMBERS += ("socketio_session",)
+# Methods the Core Components section names that no block above calls.
+NAMED_METHODS = {
+    "WorkflowHandle": ("preview", "export_input_index_map", "verify_input_index_map"),
+    "BoardRepository": ("create_board", "delete_board", "list_boards"),
+    "BoardHandle": ("upload_image", "download_image", "move_image_to", "delete_image"),
+}
 
 
 def as_run(snippet: str, url: str) -> str:
@@ -315,3 +321,6 @@ def test_every_listed_name_is_importable_from_the_package() -> None:
     assert workflow_package.WorkflowDefinition is invokeai_py_client.WorkflowDefinition
     for member in CLIENT_MEMBERS:
         assert hasattr(invokeai_py_client.InvokeAIClient, member), member
+    for class_name, methods in NAMED_METHODS.items():
+        for method in methods:
+            assert callable(getattr(getattr(invokeai_py_client, class_name), method)), method
