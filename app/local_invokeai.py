@@ -111,17 +111,22 @@ class RunningServer:
 
     def stop(self) -> None:
         """Terminate it (SIGTERM, then SIGKILL after 20 s) and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _end(self.process)
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s; returns once the process is gone."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def answers(url: str) -> bool:
@@ -150,7 +155,11 @@ def start(root: Path, port: int | None = None, extra_config: str = "") -> Runnin
     log_path = root / "server.log"
     for attempt in range(START_ATTEMPTS):
         process = _launch(venv, root, log_path)
-        url = _wait_answering(process, port, log_path)
+        try:
+            url = _wait_answering(process, port, log_path)
+        except BaseException:  # Ctrl-C or SIGTERM while it starts: it must not outlive us
+            _end(process)
+            raise
         if url is not None:
             return RunningServer(url=url, root=root, process=process, log_path=log_path)
         # Exited during start-up. Seen once right after a SIGKILL on the same root (exit 3,
