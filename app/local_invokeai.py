@@ -261,9 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get(LOCAL_MODE_ENV, "auto") == "never" or answers(url):
         return gateway_main(["serve", *args])
     data_dir = Path(os.environ.get("GATEWAY_DATA_DIR", "data"))
-    # uvicorn handles SIGTERM itself, then raises it again with the handler found before it:
-    # this one turns it into SystemExit, so the ``finally`` below stops InvokeAI too.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # uvicorn handles SIGINT and SIGTERM itself, then raises the signal again with the handler
+    # found before it: this one turns it into SystemExit, so the ``finally`` below stops
+    # InvokeAI too (and asyncio's own Ctrl-C handler, which would cancel the server, stays out).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_on_signal)
     server = start_local_for(url, data_dir)
     try:
         return gateway_main(["serve", *args, "--invokeai-url", server.url])
@@ -272,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
