@@ -15,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY invokeai_py_client ./invokeai_py_client
 COPY app ./app
 # The migrations ship inside the app package (app/db/migrations), so a plain install will do.
-RUN pip install ".[gateway]"
+RUN pip install .
 
 # -- runtime ----------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim

@@ -11,7 +11,7 @@ Example:
 """
 
 from ._version import __version__
-from .board import Board, BoardHandle, ImageCategory, IvkImage
+from .board import Board, BoardHandle, BoardRepository, ImageCategory, IvkImage
 from .client import InvokeAIClient
 from .dnn_model import BaseModelEnum, IvkDnnModel, ModelSyncReport, ModelType
 from .exceptions import (
@@ -61,10 +61,15 @@ from .fields import (
 )
 from .queue import IvkJob, JobStatus
 from .queue.run import WorkflowRun
-from .workflow.definition import WorkflowDefinition
-from .workflow.handle import IvkWorkflowInput, WorkflowHandle
-from .workflow.index_map import IndexMapReport
-from .workflow.outputs import OutputImages, OutputValue
+from .workflow import (
+    IndexMapReport,
+    IvkWorkflowInput,
+    OutputImages,
+    OutputValue,
+    WorkflowDefinition,
+    WorkflowHandle,
+    WorkflowRepository,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -76,6 +81,7 @@ __all__ = [
     "BaseModelEnum",
     "Board",
     "BoardHandle",
+    "BoardRepository",
     "ConflictError",
     "FieldSpec",
     "ImageCategory",
@@ -124,6 +130,7 @@ __all__ = [
     "UnprocessableEntityError",
     "WorkflowDefinition",
     "WorkflowHandle",
+    "WorkflowRepository",
     "WorkflowRun",
     "WorkflowValidationError",
     "__version__",

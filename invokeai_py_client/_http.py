@@ -138,6 +138,8 @@ class HttpCore:
         # Multi-user servers: log in lazily before the first request, and again once on a 401
         # (tokens expire after a day).
         self._authenticate = authenticate
+        # Called on the loop that gets a new pool (the client closes it when that loop ends).
+        self.on_new_pool: Callable[[], None] | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -170,6 +172,8 @@ class HttpCore:
                 headers=headers,
             )
             self._clients[loop] = client
+            if self.on_new_pool is not None:
+                self.on_new_pool()
         return client
 
     async def request(

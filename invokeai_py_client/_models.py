@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from ._mapping import MappingAccess
+
 __all__ = ["APIModel"]
 
 
-class APIModel(BaseModel):
-    """A record from the server; unknown members are kept, not rejected."""
+class APIModel(MappingAccess, BaseModel):
+    """A record from the server; unknown members are kept, not rejected.
+
+    Read by attribute (typed) or by key (``job["status"]``, ``job.get("status")``).
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())

@@ -55,9 +55,13 @@ class Portal:
         """Schedule a coroutine on the portal's loop; returns a concurrent future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
+    def in_portal_thread(self) -> bool:
+        """True when called from the portal's own thread (where blocking on it would hang)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the portal's loop and block until it is done."""
-        if self._thread is not None and threading.current_thread() is self._thread:
+        if self.in_portal_thread():
             coro.close()
             raise RuntimeError("a synchronous client method was called from inside the portal loop")
         future = self.submit(coro)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._http import HttpCore
+from ._loop_resources import LoopResources, close_portal
 from ._portal import Portal, sync_twin
 from .exceptions import InvokeAIError
 
@@ -102,12 +103,14 @@ class InvokeAIClient:
             max_retries=max_retries,
             token=api_key,
             transport=transport,
-            authenticate=self._fetch_token if username is not None else None,
+            authenticate=_weakly(self._fetch_token) if username is not None else None,
         )
         self._portal = Portal()
-        self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventHub] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loop_resources = LoopResources(self._http)
+        self._http.on_new_pool = self._loop_resources.watch_running_loop
+        self._hubs = self._loop_resources.hubs
+        # Never closed (as in most scripts): the portal's connections close at exit.
+        weakref.finalize(self, close_portal, self._portal, self._loop_resources)
         self._login_lock: asyncio.Lock | None = None
 
     @classmethod
@@ -202,6 +205,7 @@ class InvokeAIClient:
         loop = asyncio.get_running_loop()
         hub = self._hubs.get(loop)
         if hub is None:
+            self._loop_resources.watch_running_loop()
             hub = EventHub(self)
             self._hubs[loop] = hub
         await hub.ensure_connected()
@@ -221,12 +225,11 @@ class InvokeAIClient:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the connections this loop opened (HTTP pool, Socket.IO)."""
-        loop = asyncio.get_running_loop()
-        hub = self._hubs.pop(loop, None)
-        if hub is not None:
-            await hub.close()
-        await self._http.aclose_current()
+        """Close the connections this loop opened (HTTP pool, Socket.IO).
+
+        Optional at the end of ``asyncio.run``: the loop's shutdown closes them too.
+        """
+        await self._loop_resources.aclose_running_loop()
 
     def close(self) -> None:
         """Close the sync facade's connections and stop its background loop."""
@@ -256,3 +259,20 @@ class InvokeAIClient:
     ) -> None:
         await self.aclose()
         self.close()
+
+
+def _weakly(method: Callable[[], Awaitable[str]]) -> Callable[[], Awaitable[str]]:
+    """``method`` without a strong reference to its object.
+
+    The HTTP core outlives nothing it should not: the client's exit-time finalizer holds it,
+    and a strong reference back would keep every client alive until the interpreter exits.
+    """
+    ref = weakref.WeakMethod(method)
+
+    async def call() -> str:
+        bound = ref()
+        if bound is None:
+            raise InvokeAIError("the client that owned this connection is gone")
+        return await bound()
+
+    return call

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,8 +10,14 @@ import pytest
 from invokeai_py_client import InvokeAIClient
 from tests.support import invokeai_server
 
-SHARED_WORKFLOWS = Path(__file__).resolve().parents[2] / "shared" / "workflows"
 OWN_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+# The editor files that run as they are (an image input aside), one per way a file declares
+# its inputs: a flat form, a form of nested rows, and `exposedFields` alone (no form).
+EXAMPLE_WORKFLOWS = (
+    "crop_uploaded_image.json",
+    "noise_on_blank_canvas.json",
+    "join_three_strings_exposed_fields.json",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,10 +47,15 @@ def shipped_workflows_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_workflows_dir() -> Path:
-    path = Path(os.environ.get("SHARED_WORKFLOWS_DIR", SHARED_WORKFLOWS))
-    assert path.is_dir(), f"example workflows not found at {path}"
-    return path
+def workflows_dir() -> Path:
+    """This project's own editor workflow files (tests/workflows)."""
+    return OWN_WORKFLOWS
+
+
+@pytest.fixture(scope="session")
+def example_workflows(workflows_dir: Path) -> list[Path]:
+    """The files of ``EXAMPLE_WORKFLOWS``, sorted by name."""
+    return sorted(workflows_dir / name for name in EXAMPLE_WORKFLOWS)
 
 
 @pytest.fixture

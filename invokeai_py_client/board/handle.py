@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .._portal import sync_twin
+from ..exceptions import InvokeAIError
 from .models import UNCATEGORIZED_BOARD_ID, Board, ImageCategory, IvkImage, parse_images
 
 if TYPE_CHECKING:
@@ -52,16 +53,33 @@ def upload_content_type(filename: str) -> str:
 
 
 class BoardHandle:
-    """The images of one board; get one from ``board_repo.get_board_handle(board_id)``.
+    """The images of one board; from ``board_repo.get_board_handle(board_id)`` or
+    ``board_repo.create_board(name)``.
 
-    Synchronous methods have async twins with an ``a`` prefix (``await h.alist_images()``).
+    ``board`` is the board's record as it was when the handle was made; ``get_board()`` reads
+    it anew. Synchronous methods have async twins with an ``a`` prefix (``await h.alist_images()``).
     """
 
-    def __init__(self, repo: BoardRepository, board_id: str) -> None:
+    def __init__(self, repo: BoardRepository, board_id: str, board: Board | None = None) -> None:
         self._repo = repo
         self._http = repo._http
         self._portal = repo._portal
         self.board_id = board_id
+        self._board = board
+
+    @property
+    def board(self) -> Board:
+        """The board's record from when the handle was made.
+
+        Raises:
+            InvokeAIError: the uncategorized handle, made without a request, holds no record;
+                ``get_board()`` reads one.
+        """
+        if self._board is None:
+            raise InvokeAIError(
+                "the uncategorized handle holds no board record; call get_board() for one"
+            )
+        return self._board
 
     def __repr__(self) -> str:
         return f"BoardHandle(board_id={self.board_id!r})"

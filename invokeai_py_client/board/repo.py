@@ -48,9 +48,9 @@ class BoardRepository:
     """Boards and their images on one server (``client.board_repo``).
 
     Example:
-        >>> board = client.board_repo.create_board("renders")
-        >>> handle = client.board_repo.get_board_handle(board.board_id)
-        >>> image = handle.upload_image("cat.png")
+        >>> renders = client.board_repo.create_board("renders")  # a BoardHandle
+        >>> image = renders.upload_image("cat.png")
+        >>> same = client.board_repo.get_board_handle(renders.board_id)
     """
 
     def __init__(self, client: InvokeAIClient) -> None:
@@ -125,10 +125,14 @@ class BoardRepository:
 
     get_board_by_name = sync_twin(aget_board_by_name)
 
-    async def acreate_board(self, name: str) -> Board:
-        """Create a board (the server allows duplicate names; each gets a new id)."""
+    async def acreate_board(self, name: str) -> BoardHandle:
+        """Create a board and return a handle on it (its record is ``handle.board``).
+
+        The server allows duplicate names; each call makes a board with a new id.
+        """
         body = await self._http.post_json("/boards/", params={"board_name": name})
-        return Board.model_validate(body)
+        board = Board.model_validate(body)
+        return BoardHandle(self, board.board_id, board)
 
     create_board = sync_twin(acreate_board)
 
@@ -191,12 +195,14 @@ class BoardRepository:
     async def aget_board_handle(self, board_id: str) -> BoardHandle:
         """A handle on one board's images; checks that the board exists.
 
+        ``"none"`` gives the uncategorized handle at once, without a request.
+
         Raises:
             NotFoundError: no board has this id.
         """
-        if board_id != UNCATEGORIZED_BOARD_ID:
-            await self.aget_board(board_id)
-        return BoardHandle(self, board_id)
+        if board_id == UNCATEGORIZED_BOARD_ID:
+            return BoardHandle(self, board_id)
+        return BoardHandle(self, board_id, await self.aget_board(board_id))
 
     get_board_handle = sync_twin(aget_board_handle)
 

@@ -344,10 +344,19 @@ class EventHub:
         for sub in list(self._all):
             sub.put(event)
 
-    async def close(self) -> None:
-        """End every subscription and close the connection."""
+    async def close(self, *, loop_ending: bool = False) -> None:
+        """End every subscription and close the connection.
+
+        ``loop_ending``: the loop is shutting down and has cancelled the connection's own tasks
+        already, so waiting for its reader to end would only raise; the socket and its HTTP
+        session are closed without that wait.
+        """
         for sub in list(self._all):
             sub.close()
         sio, self._sio = self._sio, None
-        if sio is not None:
+        if sio is None:
+            return
+        if loop_ending:
+            await sio.eio.disconnect(abort=True)
+        else:
             await sio.disconnect()

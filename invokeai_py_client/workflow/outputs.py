@@ -14,14 +14,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._mapping import MappingAccess
 from .definition import WorkflowDefinition, is_invocation_node
 
 __all__ = ["OutputImages", "OutputValue", "map_output_values", "map_outputs_to_images"]
 
 
 @dataclass
-class OutputImages:
-    """The images one output node produced.
+class OutputImages(MappingAccess):
+    """The images one output node produced (read by attribute or by key: ``out["node_id"]``).
 
     Attributes:
         node_id: the node id in the workflow file.
@@ -39,7 +40,7 @@ class OutputImages:
 
 
 @dataclass
-class OutputValue:
+class OutputValue(MappingAccess):
     """The non-image results of one node (strings, numbers, ...), one dict per execution."""
 
     node_id: str

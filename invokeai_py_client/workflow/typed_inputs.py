@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._mapping import MappingAccess
 from ..exceptions import InputValidationError
 from ..fields.base import IvkField
 from ..fields.factory import make_field
@@ -22,7 +23,7 @@ __all__ = ["IvkWorkflowInput", "build_inputs", "input_problem"]
 
 
 @dataclass(frozen=True)
-class IvkWorkflowInput:
+class IvkWorkflowInput(MappingAccess):
     """One input of a workflow: where it goes, what it is called, and its live typed field.
 
     Attributes:

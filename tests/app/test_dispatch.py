@@ -55,8 +55,8 @@ async def gateway(tmp_path: Path, invokeai_url: str) -> AsyncIterator[httpx.Asyn
         yield http
 
 
-async def _runs_url(http: httpx.AsyncClient, shared_workflows_dir: Path) -> str:
-    workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+async def _runs_url(http: httpx.AsyncClient, workflows_dir: Path) -> str:
+    workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     response = await http.post("/workflows", json=workflow)
     assert response.status_code == 201, response.text
     return f"/workflows/{response.json()['id']}/runs"
@@ -85,10 +85,10 @@ def _unreachable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_accepted_runs_reach_the_queue_in_order_with_one_item_each(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     async with gateway(tmp_path, invokeai_url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
         await aclient.queue_repo.apause_processor()
         try:
             accepted = []
@@ -114,14 +114,14 @@ async def test_accepted_runs_reach_the_queue_in_order_with_one_item_each(
 
 
 async def test_a_run_invokeai_refuses_ends_failed_with_the_problem_named(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def refuse(handle: Any, body: dict[str, Any]) -> Any:
         problem = {"index": 0, "label": "a", "node_id": "node-x", "reason": "InvokeAI refused"}
         raise InputInvalid("InvokeAI refused the run: bad value", errors=[problem])
 
     async with gateway(tmp_path, invokeai_url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
         monkeypatch.setattr(dispatch, "send_body", refuse)
         response = await http.post(runs_url, json={"inputs": {"0": "refused"}})
         assert response.status_code == 202, response.text
@@ -138,11 +138,11 @@ async def test_unreachable_runs_wait_pending_and_can_be_canceled_or_expire(
     tmp_path: Path,
     invokeai_url: str,
     aclient: InvokeAIClient,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with gateway(tmp_path, invokeai_url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
         attempts = _unreachable(monkeypatch)
         kept, canceled, expiring = [
             (await http.post(runs_url, json=body)).json()
@@ -173,11 +173,11 @@ async def test_unreachable_runs_wait_pending_and_can_be_canceled_or_expire(
 
 
 async def test_pending_claims_left_by_a_crash_are_sent_or_failed_on_start(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     settings = make_settings(tmp_path, invokeai_url)
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
     workflow_id = runs_url.split("/")[2]
     never_sent = _pending(workflow_id, {"0": "left", "2": "behind"})
     sent = _pending(workflow_id, {"0": "sent", "2": "once"})
@@ -231,7 +231,7 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
     tmp_path: Path,
     invokeai_url: str,
     aclient: InvokeAIClient,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def server_error(handle: Any, body: dict[str, Any]) -> Any:
@@ -242,7 +242,7 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
 
     monkeypatch.setattr(reconciler, "CLAIM_SETTLE_SECONDS", 0.0)  # re-send once not found
     async with gateway(tmp_path, invokeai_url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
         with monkeypatch.context() as patched:
             patched.setattr(dispatch, "send_body", server_error)
             after_5xx = (await http.post(runs_url, json={"inputs": {"0": "five"}})).json()
@@ -259,7 +259,7 @@ async def test_a_5xx_enqueue_is_looked_up_then_sent_and_a_4xx_fails_the_run(
 
 
 async def test_a_run_waits_while_invokeais_queue_is_full(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts: list[str] = []
 
@@ -268,7 +268,7 @@ async def test_a_run_waits_while_invokeais_queue_is_full(
         raise QueueFull("InvokeAI's queue is full")
 
     async with gateway(tmp_path, invokeai_url) as http:
-        runs_url = await _runs_url(http, shared_workflows_dir)
+        runs_url = await _runs_url(http, workflows_dir)
         monkeypatch.setattr(dispatch, "send_body", full)
         run = (await http.post(runs_url, json={"inputs": {"0": "full"}})).json()
         await wait_until(lambda: attempts.count(run["id"]) >= 2)  # tried again, not failed

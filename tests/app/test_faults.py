@@ -52,7 +52,7 @@ async def _terminal(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | No
 
 
 async def test_invokeai_killed_mid_run_and_restarted(
-    tmp_path: Path, own_root: tuple[Path, int], shared_workflows_dir: Path
+    tmp_path: Path, own_root: tuple[Path, int], workflows_dir: Path
 ) -> None:
     root, port = own_root
     server = invokeai_server.start(root=root, port=port, extra_config=CONFIG)
@@ -64,7 +64,7 @@ async def test_invokeai_killed_mid_run_and_restarted(
         ):
             workflow = (
                 await http.post(
-                    "/workflows", json=load_json(shared_workflows_dir / "noise_canvas.json")
+                    "/workflows", json=load_json(workflows_dir / "noise_on_blank_canvas.json")
                 )
             ).json()
             width, height, seed = (_index(workflow, f) for f in ("width", "height", "seed"))
@@ -128,7 +128,7 @@ async def _wait_terminal(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]
 
 
 async def test_invokeai_restarted_without_its_queue(
-    tmp_path: Path, own_root: tuple[Path, int], shared_workflows_dir: Path
+    tmp_path: Path, own_root: tuple[Path, int], workflows_dir: Path
 ) -> None:
     root, port = own_root
     server = invokeai_server.start(root=root, port=port, extra_config=CONFIG)
@@ -142,7 +142,8 @@ async def test_invokeai_restarted_without_its_queue(
                 await direct.queue_repo.apause_processor()
             workflow = (
                 await http.post(
-                    "/workflows", json=load_json(shared_workflows_dir / "join_three_legacy.json")
+                    "/workflows",
+                    json=load_json(workflows_dir / "join_three_strings_exposed_fields.json"),
                 )
             ).json()
             runs = []

@@ -60,11 +60,13 @@ def gateway(data_dir: Path, invokeai_url: str) -> Iterator[str]:
 
 
 def test_fuzz_every_route_no_server_error(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     with gateway(tmp_path, invokeai_url) as url:
         auth = {"Authorization": f"Bearer {KEY}"}
-        workflow = json.loads((shared_workflows_dir / "join_three_legacy.json").read_text())
+        workflow = json.loads(
+            (workflows_dir / "join_three_strings_exposed_fields.json").read_text()
+        )
         registered = httpx.post(f"{url}/workflows", json=workflow, headers=auth, timeout=30)
         assert registered.status_code == 201, registered.text
         operations = sum(

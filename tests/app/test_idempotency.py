@@ -26,7 +26,7 @@ from tests.app.live_server import free_port, serve
 
 pytestmark = pytest.mark.invokeai
 
-WORKFLOW = "join_three_legacy.json"
+WORKFLOW = "join_three_strings_exposed_fields.json"
 
 
 @asynccontextmanager
@@ -52,8 +52,8 @@ def paused(client: InvokeAIClient) -> Iterator[None]:
         client.queue_repo.resume_processor()
 
 
-async def _workflow(http: httpx.AsyncClient, shared_workflows_dir: Path) -> str:
-    body = await register(http, load_json(shared_workflows_dir / WORKFLOW))
+async def _workflow(http: httpx.AsyncClient, workflows_dir: Path) -> str:
+    body = await register(http, load_json(workflows_dir / WORKFLOW))
     return str(body["id"])
 
 
@@ -62,10 +62,10 @@ async def _items_of(aclient: InvokeAIClient, run_id: str) -> list[Any]:
 
 
 async def test_twenty_concurrent_retries_make_one_queue_item(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     async with gateway_http(tmp_path, invokeai_url) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         key = f"retry-{uuid.uuid4()}"
         body = {"inputs": {"0": "once", "2": key}}
 
@@ -102,10 +102,10 @@ async def _status(http: httpx.AsyncClient, run_id: str, wanted: str) -> bool:
 
 
 async def test_same_key_other_body_is_409(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     async with gateway_http(tmp_path, invokeai_url) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         headers = {"Idempotency-Key": "k-409"}
         url = f"/workflows/{workflow_id}/runs"
         first = await http.post(url, json={"inputs": {"0": "a"}}, headers=headers)
@@ -131,10 +131,10 @@ def _json_type() -> dict[str, str]:
 
 
 async def test_keys_expire_after_the_ttl(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     async with gateway_http(tmp_path, invokeai_url, idempotency_ttl_seconds=1.0) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         url = f"/workflows/{workflow_id}/runs"
         headers = {"Idempotency-Key": "short-lived"}
         first = (await http.post(url, json={"inputs": {"0": "t"}}, headers=headers)).json()
@@ -146,11 +146,11 @@ async def test_keys_expire_after_the_ttl(
 
 
 async def test_key_with_invokeai_down_is_503_and_not_recorded(
-    tmp_path: Path, shared_workflows_dir: Path
+    tmp_path: Path, workflows_dir: Path
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}"
     async with gateway_http(tmp_path, down, retry_after_seconds=3) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         url = f"/workflows/{workflow_id}/runs"
         for _ in range(2):  # a retry with the key meets no leftover claim
             response = await http.post(url, json={"inputs": {}}, headers={"Idempotency-Key": "d"})
@@ -163,12 +163,12 @@ async def test_key_with_invokeai_down_is_503_and_not_recorded(
 
 
 async def test_cap_on_unfinished_runs_answers_429(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path, paused: None
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path, paused: None
 ) -> None:
     async with gateway_http(
         tmp_path, invokeai_url, max_unfinished_runs=2, retry_after_seconds=4
     ) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         url = f"/workflows/{workflow_id}/runs"
         accepted = [await http.post(url, json={"inputs": {"0": str(i)}}) for i in range(2)]
         assert [r.status_code for r in accepted] == [202, 202]
@@ -189,12 +189,12 @@ async def test_deadline_cancels_an_unfinished_run(
     tmp_path: Path,
     invokeai_url: str,
     aclient: InvokeAIClient,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     paused: None,
     how: str,
 ) -> None:
     async with gateway_http(tmp_path, invokeai_url) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         body: dict[str, Any] = {"inputs": {"0": f"deadline-{how}"}}
         headers = {}
         if how == "header":
@@ -217,10 +217,10 @@ async def test_deadline_cancels_an_unfinished_run(
 
 
 async def test_bad_deadline_and_key_are_422(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     async with gateway_http(tmp_path, invokeai_url) as http:
-        workflow_id = await _workflow(http, shared_workflows_dir)
+        workflow_id = await _workflow(http, workflows_dir)
         url = f"/workflows/{workflow_id}/runs"
         for headers, body in (
             ({"Cancel-After": "soon"}, {}),

@@ -109,7 +109,7 @@ async def _until_all_finished(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.timeout(900)  # the stall check above is what fails a stuck load
 async def test_many_clients_many_runs_match_the_queue(
-    tmp_path: Path, fresh_invokeai: str, shared_workflows_dir: Path
+    tmp_path: Path, fresh_invokeai: str, workflows_dir: Path
 ) -> None:
     settings = make_settings(tmp_path, fresh_invokeai)
     limits = httpx.Limits(max_connections=CLIENTS)
@@ -117,7 +117,7 @@ async def test_many_clients_many_runs_match_the_queue(
         serve(create_app(settings)) as url,
         httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http,
     ):
-        definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+        definition = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
         workflow = (await http.post("/workflows", json=definition)).json()
         started = time.monotonic()
         accepted = await _post_all(http, f"/workflows/{workflow['id']}/runs", RUNS)

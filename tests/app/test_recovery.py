@@ -43,7 +43,7 @@ async def _all_runs(http: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 
 async def test_sigkilled_service_loses_no_accepted_run(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     port = free_port()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
@@ -51,7 +51,7 @@ async def test_sigkilled_service_loses_no_accepted_run(
         try:
             with gateway_process(tmp_path, invokeai_url, port, **FAST_RECONCILE) as first:
                 await wait_until(lambda: gateway_up(http))
-                workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+                workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
                 workflow_id = (await http.post("/workflows", json=workflow)).json()["id"]
                 url = f"/workflows/{workflow_id}/runs"
                 accepted = []
@@ -90,10 +90,10 @@ async def _finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
 
 
 async def test_claims_left_by_a_crash_are_resolved_by_batch(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     settings = make_settings(tmp_path, invokeai_url)
-    definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+    definition = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         workflow_id = (await http.post("/workflows", json=definition)).json()["id"]
     engine = make_engine(settings.database_url)
@@ -201,7 +201,7 @@ class AnswerDroppingProxy:
 
 
 async def test_lost_enqueue_answer_is_looked_up_not_resent(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     proxy = AnswerDroppingProxy(invokeai_url)
     settings = make_settings(tmp_path, await proxy.start())
@@ -210,7 +210,7 @@ async def test_lost_enqueue_answer_is_looked_up_not_resent(
             serve(create_app(settings)) as url,
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http,
         ):
-            definition = load_json(shared_workflows_dir / "join_three_legacy.json")
+            definition = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
             workflow_id = (await http.post("/workflows", json=definition)).json()["id"]
             response = await http.post(
                 f"/workflows/{workflow_id}/runs",

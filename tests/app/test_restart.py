@@ -25,7 +25,7 @@ pytestmark = pytest.mark.invokeai
 
 
 async def test_run_finishes_with_outputs_across_a_killed_service(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -34,7 +34,8 @@ async def test_run_finishes_with_outputs_across_a_killed_service(
             await wait_until(lambda: gateway_up(http))
             workflow = (
                 await http.post(
-                    "/workflows", json=load_json(shared_workflows_dir / "join_three_legacy.json")
+                    "/workflows",
+                    json=load_json(workflows_dir / "join_three_strings_exposed_fields.json"),
                 )
             ).json()
             await aclient.queue_repo.apause_processor()

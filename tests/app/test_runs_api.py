@@ -62,10 +62,10 @@ async def run_and_wait(
     return body
 
 
-async def test_run_every_shared_workflow_with_index_keyed_inputs(
-    http: httpx.AsyncClient, shared_workflows_dir: Path, gateway_settings: Settings
+async def test_run_every_example_workflow_with_index_keyed_inputs(
+    http: httpx.AsyncClient, example_workflows: list[Path], gateway_settings: Settings
 ) -> None:
-    for salt, path in enumerate(sorted(shared_workflows_dir.glob("*.json"))):
+    for salt, path in enumerate(example_workflows):
         workflow = await register(http, load_json(path))
         inputs = {
             str(i["index"]): value
@@ -87,21 +87,21 @@ async def test_run_every_shared_workflow_with_index_keyed_inputs(
         assert types[-1] == "run.succeeded" and "node.completed" in types
 
 
-async def test_values_reach_the_graph(http: httpx.AsyncClient, shared_workflows_dir: Path) -> None:
-    join = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+async def test_values_reach_the_graph(http: httpx.AsyncClient, workflows_dir: Path) -> None:
+    join = await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
     run = await run_and_wait(http, join["id"], {"0": "sun", "2": "moon"})
     assert run["outputs"][0]["values"] == ["sungreenmoon"]
 
 
 async def test_image_input_by_name_and_board_for_outputs(
-    http: httpx.AsyncClient, aclient: InvokeAIClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     image = await aclient.board_repo.get_uncategorized_handle().aupload_image_data(
         png_bytes((120, 90)), "in.png"
     )
     board = await aclient.board_repo.acreate_board("gateway-test-board")
     try:
-        crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+        crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
         run = await run_and_wait(
             http, crop["id"], {"0": image.image_name, "3": 40, "4": 30}, board_id=board.board_id
         )
@@ -122,9 +122,9 @@ def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 async def test_every_bad_input_is_named_with_its_label_and_nothing_is_recorded(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    noise = await register(http, load_json(shared_workflows_dir / "noise_canvas.json"))
+    noise = await register(http, load_json(workflows_dir / "noise_on_blank_canvas.json"))
     by_field = {i["field_name"]: i for i in noise["inputs"]}
     bad = {
         str(by_field["width"]["index"]): 7.5,  # wrong kind
@@ -140,7 +140,7 @@ async def test_every_bad_input_is_named_with_its_label_and_nothing_is_recorded(
         assert entry["label"] == by_field[field]["label"] and entry["reason"]
         assert entry["label"] in body["detail"]
     assert "unknown input index" in errors["42"]["reason"]
-    crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+    crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
     for value, reason in (
         ("no-such-image.png", "does not exist"),
         ("data:image/png;base64,%%", "base64"),
@@ -174,18 +174,18 @@ async def test_unknown_workflow_and_run_are_404(http: httpx.AsyncClient) -> None
 
 
 async def test_oversized_run_body_is_413(
-    http: httpx.AsyncClient, shared_workflows_dir: Path, gateway_settings: Settings
+    http: httpx.AsyncClient, workflows_dir: Path, gateway_settings: Settings
 ) -> None:
-    crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+    crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
     huge = "data:image/png;base64," + "A" * gateway_settings.max_upload_bytes
     _problem(await http.post(f"/workflows/{crop['id']}/runs", json={"inputs": {"0": huge}}), 413)
 
 
 async def test_history_filters_and_cursor_paging(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    join = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
-    noise = await register(http, load_json(shared_workflows_dir / "noise_canvas.json"))
+    join = await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
+    noise = await register(http, load_json(workflows_dir / "noise_on_blank_canvas.json"))
     ids = [(await run_and_wait(http, join["id"], {"0": f"w{n}"}))["id"] for n in range(5)]
     other = await run_and_wait(http, noise["id"], {})
     seen: list[str] = []
@@ -215,10 +215,10 @@ async def test_history_filters_and_cursor_paging(
 async def test_cancel_a_queued_run(
     http: httpx.AsyncClient,
     aclient: InvokeAIClient,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     gateway_settings: Settings,
 ) -> None:
-    join = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+    join = await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
     await aclient.queue_repo.apause_processor()
     try:
         response = await http.post(
@@ -244,10 +244,10 @@ async def test_cancel_a_queued_run(
 async def test_failed_run_names_the_failing_node(
     http: httpx.AsyncClient,
     aclient: InvokeAIClient,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     gateway_settings: Settings,
 ) -> None:
-    crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+    crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
     image = await aclient.board_repo.get_uncategorized_handle().aupload_image_data(
         png_bytes(), "gone.png"
     )

@@ -229,7 +229,7 @@ def all_logs() -> Iterator[_Collect]:
 
 @pytest.mark.invokeai
 async def test_multiuser_invokeai_runs_with_events_and_no_secret_logged(
-    tmp_path: Path, multiuser_url: str, shared_workflows_dir: Path, all_logs: _Collect
+    tmp_path: Path, multiuser_url: str, workflows_dir: Path, all_logs: _Collect
 ) -> None:
     api_key = "gateway-api-key-SECRET-4242"
     settings = make_settings(
@@ -245,7 +245,7 @@ async def test_multiuser_invokeai_runs_with_events_and_no_secret_logged(
         serve(app) as url,
         httpx.AsyncClient(base_url=url, timeout=TIMEOUT, headers=auth) as http,
     ):
-        workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+        workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
         registered = (await http.post("/workflows", json=workflow)).json()
         response = await http.post(
             f"/workflows/{registered['id']}/runs",

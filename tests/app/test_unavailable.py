@@ -30,11 +30,13 @@ async def down_http(down_settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 
 
 async def test_service_answers_and_refuses_runs_with_503(
-    down_http: httpx.AsyncClient, shared_workflows_dir: Path
+    down_http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
     assert (await down_http.get("/workflows")).status_code == 200
     # Registration works from the file's own values when the server's schema is unreachable.
-    workflow = await register(down_http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+    workflow = await register(
+        down_http, load_json(workflows_dir / "join_three_strings_exposed_fields.json")
+    )
     assert [i["value"] for i in workflow["inputs"]] == ["red", "green", "blue"]
     response = await down_http.post(
         f"/workflows/{workflow['id']}/runs", json={"inputs": {"0": "x"}}

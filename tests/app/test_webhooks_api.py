@@ -52,11 +52,11 @@ async def ids(http: httpx.AsyncClient, **params: str) -> set[str]:
 
 
 async def test_standing_subscriptions_filter_by_workflow_and_event(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         async with gateway(tmp_path, invokeai_url) as http:
-            a = await join_three(http, shared_workflows_dir)
+            a = await join_three(http, workflows_dir)
             b = await register(http, tiny_blur_workflow())
             s1 = await subscribe(
                 http, url=receiver.url + "?s=1", workflow_id=a["id"], event_types=["completed"]
@@ -105,7 +105,7 @@ async def test_standing_subscriptions_filter_by_workflow_and_event(
 
 
 async def test_rotation_signs_with_the_first_secret_and_old_receivers_can_tell(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     old, new = generate_secret(), generate_secret()
     with (
@@ -113,13 +113,13 @@ async def test_rotation_signs_with_the_first_secret_and_old_receivers_can_tell(
         WebhookReceiver(secrets=[old]) as stale,
     ):
         async with gateway(tmp_path / "one", invokeai_url, webhook_secret=f"{new}, {old}") as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             await subscribe(http, url=stale.url)
             run = await start_run(http, join["id"], {"inputs": words(), "webhook_url": rotated.url})
             await settled(http, run["id"], 2)
         # Before the rotation: a gateway still on the old secret; rotated receivers accept it.
         async with gateway(tmp_path / "two", invokeai_url, webhook_secret=old) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             run = await start_run(http, join["id"], {"inputs": words(), "webhook_url": rotated.url})
             await settled(http, run["id"], 1)
         got_rotated = rotated.snapshot()
@@ -147,12 +147,12 @@ async def test_rotation_signs_with_the_first_secret_and_old_receivers_can_tell(
     ],
 )
 async def test_policy_refuses_loopback_and_private_targets(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path, url: str
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path, url: str
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         target = url.format(port=urlsplit(receiver.url).port)
         async with gateway(tmp_path, invokeai_url, webhook_allow_private=False) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             subscription = await http.post("/webhooks", json={"url": target})
             run = await http.post(
                 f"/workflows/{join['id']}/runs", json={"inputs": words(), "webhook_url": target}
@@ -174,11 +174,11 @@ async def test_policy_accepts_a_public_address(tmp_path: Path, invokeai_url: str
 
 
 async def test_policy_is_checked_again_at_send_time(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         async with gateway(tmp_path, invokeai_url) as http:  # private targets allowed
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             await subscribe(http, url=receiver.url)
         # The same database, now with the policy on: the stored URL is not trusted.
         async with gateway(tmp_path, invokeai_url, webhook_allow_private=False) as http:
@@ -193,11 +193,11 @@ async def test_policy_is_checked_again_at_send_time(
 
 
 async def test_without_a_secret_one_is_generated_once_and_kept(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     secret_file = tmp_path / "webhook-secret"
     async with gateway(tmp_path, invokeai_url, webhook_secret="") as http:
-        join = await join_three(http, shared_workflows_dir)
+        join = await join_three(http, workflows_dir)
         secret = secret_file.read_text().strip()
         listed = (await http.get("/webhooks")).text
     assert secret.startswith("whsec_") and secret not in listed
@@ -215,14 +215,14 @@ async def test_without_a_secret_one_is_generated_once_and_kept(
 async def test_the_secret_never_reaches_the_logs(
     tmp_path: Path,
     invokeai_url: str,
-    shared_workflows_dir: Path,
+    workflows_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         receiver.status = 500  # failed attempts are logged: they must not carry the secret
         async with gateway(tmp_path, invokeai_url) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             run = await start_run(
                 http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
             )

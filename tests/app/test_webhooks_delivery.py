@@ -50,8 +50,8 @@ async def gateway(
         yield http
 
 
-async def join_three(http: httpx.AsyncClient, shared_workflows_dir: Path) -> dict[str, Any]:
-    return await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+async def join_three(http: httpx.AsyncClient, workflows_dir: Path) -> dict[str, Any]:
+    return await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
 
 
 def words() -> dict[str, str]:
@@ -135,11 +135,11 @@ async def test_terminal_delivery_is_signed_and_verifies(tmp_path: Path, invokeai
 
 
 async def test_chosen_events_failed_and_canceled(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         async with gateway(tmp_path, invokeai_url) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             chosen = ["queued", "started", "completed", "canceled"]
             body = {"inputs": words(), "webhook_url": receiver.url, "webhook_events": chosen}
             run = await start_run(http, join["id"], body)
@@ -157,7 +157,7 @@ async def test_chosen_events_failed_and_canceled(
                 await aclient.queue_repo.aresume_processor()
             [cancel_delivery] = await settled(http, queued["id"], 1)
 
-            crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+            crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
             uncategorized = aclient.board_repo.get_uncategorized_handle()
             image = await uncategorized.aupload_image_data(_png(), "gone.png")
             await aclient.queue_repo.apause_processor()
@@ -190,14 +190,14 @@ def _png() -> bytes:
 
 
 async def test_receiver_down_then_up_every_delivery_arrives(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     receiver = WebhookReceiver(secrets=[SECRET])
     receiver.up()
     receiver.down()  # the port is known, nothing listens
     try:
         async with gateway(tmp_path, invokeai_url) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             events = ["queued", "completed"]
             runs = [
                 await start_run(
@@ -240,12 +240,12 @@ async def test_receiver_down_then_up_every_delivery_arrives(
 
 
 async def test_error_answers_are_retried_and_logged(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         receiver.status = 500
         async with gateway(tmp_path, invokeai_url) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             run = await start_run(
                 http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
             )
@@ -268,14 +268,14 @@ async def test_error_answers_are_retried_and_logged(
 
 
 async def test_retry_window_closes_then_redeliver(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     receiver = WebhookReceiver(secrets=[SECRET])
     receiver.up()
     receiver.down()
     try:
         async with gateway(tmp_path, invokeai_url, webhook_retry_window_seconds=1.5) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             run = await start_run(
                 http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
             )
@@ -307,12 +307,12 @@ async def test_retry_window_closes_then_redeliver(
 
 
 async def test_a_backlog_larger_than_the_worker_takes_at_once_drains(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     fan_out = 100  # above the worker's in-flight bound (64)
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         async with gateway(tmp_path, invokeai_url) as http:
-            join = await join_three(http, shared_workflows_dir)
+            join = await join_three(http, workflows_dir)
             for n in range(fan_out):
                 body = {"url": f"{receiver.url}?n={n}", "event_types": ["completed"]}
                 assert (await http.post("/webhooks", json=body)).status_code == 201

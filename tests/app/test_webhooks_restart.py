@@ -40,7 +40,7 @@ def fast_settings(secret: str) -> dict[str, str]:
 
 
 async def test_webhooks_are_delivered_across_a_killed_gateway(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
 ) -> None:
     secret = generate_secret()
     port = free_port()
@@ -52,7 +52,7 @@ async def test_webhooks_are_delivered_across_a_killed_gateway(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             with gateway_process(tmp_path, invokeai_url, port, **fast_settings(secret)) as first:
                 await wait_until(lambda: gateway_up(http))
-                workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+                workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
                 join = (await http.post("/workflows", json=workflow)).json()
                 await aclient.queue_repo.apause_processor()
                 try:

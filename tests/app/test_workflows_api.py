@@ -28,10 +28,10 @@ INPUT_KEYS = {
 }
 
 
-async def test_register_every_shared_workflow(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+async def test_register_every_example_workflow(
+    http: httpx.AsyncClient, example_workflows: list[Path]
 ) -> None:
-    files = sorted(shared_workflows_dir.glob("*.json"))
+    files = example_workflows
     assert files
     for path in files:
         body = await register(http, load_json(path))
@@ -45,9 +45,9 @@ async def test_register_every_shared_workflow(
 
 
 async def test_inputs_are_typed_from_the_server_schema(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    body = await register(http, load_json(shared_workflows_dir / "noise_canvas.json"))
+    body = await register(http, load_json(workflows_dir / "noise_on_blank_canvas.json"))
     by_field = {i["field_name"]: i for i in body["inputs"]}
     assert by_field["width"]["type"] == "integer"
     assert by_field["amount"]["type"] == "float"
@@ -56,9 +56,9 @@ async def test_inputs_are_typed_from_the_server_schema(
 
 
 async def test_multipart_upload_and_get_one_with_run_schema(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    path = shared_workflows_dir / "join_three_legacy.json"
+    path = workflows_dir / "join_three_strings_exposed_fields.json"
     response = await http.post(
         "/workflows", files={"file": (path.name, path.read_bytes(), "application/json")}
     )
@@ -71,9 +71,9 @@ async def test_multipart_upload_and_get_one_with_run_schema(
 
 
 async def test_put_makes_a_new_version_and_reports_moved_indices(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    original = load_json(shared_workflows_dir / "join_three_legacy.json")
+    original = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     created = await register(http, original)
     changed = copy.deepcopy(original)
     changed["exposedFields"] = [changed["exposedFields"][i] for i in (1, 0, 2)]
@@ -88,9 +88,9 @@ async def test_put_makes_a_new_version_and_reports_moved_indices(
 
 
 async def test_a_new_version_is_run_at_once_after_runs_of_the_old_one(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    original = load_json(shared_workflows_dir / "join_three_legacy.json")
+    original = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     created = await register(http, original)
     first = await http.post(f"/workflows/{created['id']}/runs", json={"inputs": {}})
     assert first.status_code == 202 and first.json()["workflow_version"] == 1
@@ -99,8 +99,10 @@ async def test_a_new_version_is_run_at_once_after_runs_of_the_old_one(
     assert second.status_code == 202 and second.json()["workflow_version"] == 2
 
 
-async def test_delete_then_unknown(http: httpx.AsyncClient, shared_workflows_dir: Path) -> None:
-    created = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+async def test_delete_then_unknown(http: httpx.AsyncClient, workflows_dir: Path) -> None:
+    created = await register(
+        http, load_json(workflows_dir / "join_three_strings_exposed_fields.json")
+    )
     ran = await http.post(f"/workflows/{created['id']}/runs", json={"inputs": {}})
     assert ran.status_code == 202, ran.text  # the workflow is now cached for runs
     assert (await http.delete(f"/workflows/{created['id']}")).status_code == 204
@@ -130,9 +132,9 @@ async def test_malformed_json_is_422(http: httpx.AsyncClient) -> None:
 
 
 async def test_form_naming_a_missing_node_is_422(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    data = load_json(shared_workflows_dir / "noise_canvas.json")
+    data = load_json(workflows_dir / "noise_on_blank_canvas.json")
     element = next(e for e in data["form"]["elements"].values() if e["type"] == "node-field")
     element["data"]["fieldIdentifier"]["nodeId"] = "no-such-node"
     body = _problem(await http.post("/workflows", json=data), 422)
@@ -141,8 +143,8 @@ async def test_form_naming_a_missing_node_is_422(
 
 
 async def test_oversized_workflow_is_413(
-    http: httpx.AsyncClient, gateway_settings: Any, shared_workflows_dir: Path
+    http: httpx.AsyncClient, gateway_settings: Any, workflows_dir: Path
 ) -> None:
-    data = load_json(shared_workflows_dir / "join_three_legacy.json")
+    data = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     data["notes"] = "x" * (gateway_settings.max_upload_bytes + 1)
     _problem(await http.post("/workflows", content=json.dumps(data).encode()), 413)

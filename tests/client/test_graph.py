@@ -313,10 +313,8 @@ def test_enqueue_body() -> None:
     assert batched["batch"]["data"][0][0]["items"] == [24, 32]
 
 
-def test_every_known_file_is_built_or_refused_by_node(
-    shipped_workflows_dir: Path, shared_workflows_dir: Path
-) -> None:
-    files = all_files(shipped_workflows_dir, shared_workflows_dir, OWN_WORKFLOWS)
+def test_every_known_file_is_built_or_refused_by_node(shipped_workflows_dir: Path) -> None:
+    files = all_files(shipped_workflows_dir, OWN_WORKFLOWS)
     known = invocation_types(files) - OUTDATED_TYPES
     refused: dict[str, list[str]] = {}
     for path in files:

@@ -96,8 +96,8 @@ def test_fed_by_edge_counts_default_edges_only() -> None:
     assert not slots["cn-blank", "width"].fed_by_edge  # only a collapsed edge leaves it
 
 
-def test_shared_workflows_by_hand(shared_workflows_dir: Path) -> None:
-    crop = discover_inputs(WorkflowDefinition.from_file(shared_workflows_dir / "crop_upload.json"))
+def test_example_workflows_by_hand(workflows_dir: Path) -> None:
+    crop = discover_inputs(WorkflowDefinition.from_file(workflows_dir / "crop_uploaded_image.json"))
     assert [(s.field_name, s.label) for s in crop] == [
         ("image", "Picture"),
         ("x", "Left"),
@@ -106,7 +106,7 @@ def test_shared_workflows_by_hand(shared_workflows_dir: Path) -> None:
         ("height", "Height"),
     ]
     noise = discover_inputs(
-        WorkflowDefinition.from_file(shared_workflows_dir / "noise_canvas.json")
+        WorkflowDefinition.from_file(workflows_dir / "noise_on_blank_canvas.json")
     )
     assert [s.field_name for s in noise] == [
         "width",
@@ -120,7 +120,7 @@ def test_shared_workflows_by_hand(shared_workflows_dir: Path) -> None:
     ]
     assert [s.node_type for s in noise[:3]] == ["blank_image"] * 3
     join = discover_inputs(
-        WorkflowDefinition.from_file(shared_workflows_dir / "join_three_legacy.json")
+        WorkflowDefinition.from_file(workflows_dir / "join_three_strings_exposed_fields.json")
     )
     assert [s.label for s in join] == ["First", "Second", "Third"]
 
@@ -199,9 +199,9 @@ EXPECTED_COUNTS = {
     "Tiled Upscaling (Beta).json": 8,
     "Wan 2.2 Image to Image.json": 13,
     "Wan 2.2 Text to Image.json": 12,
-    "crop_upload.json": 5,
-    "join_three_legacy.json": 3,
-    "noise_canvas.json": 8,
+    "crop_uploaded_image.json": 5,
+    "join_three_strings_exposed_fields.json": 3,
+    "noise_on_blank_canvas.json": 8,
     "collapsed_notes_connector.json": 3,
     "exposed_only_v3.json": 3,
     "integer_batch.json": 1,
@@ -210,10 +210,8 @@ EXPECTED_COUNTS = {
 }
 
 
-def test_every_file_gives_its_inputs(
-    shipped_workflows_dir: Path, shared_workflows_dir: Path
-) -> None:
-    files = all_files(shipped_workflows_dir, shared_workflows_dir, OWN_WORKFLOWS)
+def test_every_file_gives_its_inputs(shipped_workflows_dir: Path) -> None:
+    files = all_files(shipped_workflows_dir, OWN_WORKFLOWS)
     counts = {p.name: len(discover_inputs(WorkflowDefinition.from_file(p))) for p in files}
     assert {name: counts.get(name) for name in EXPECTED_COUNTS} == EXPECTED_COUNTS
     for path in files:  # files other helpers add: against the flat count

@@ -14,9 +14,9 @@ from tests.client.workflow_files import OWN_WORKFLOWS, all_files, own, own_dict
 
 
 def test_every_known_file_round_trips_and_is_sound(
-    shipped_workflows_dir: Path, shared_workflows_dir: Path, tmp_path: Path
+    shipped_workflows_dir: Path, tmp_path: Path
 ) -> None:
-    files = all_files(shipped_workflows_dir, shared_workflows_dir, OWN_WORKFLOWS)
+    files = all_files(shipped_workflows_dir, OWN_WORKFLOWS)
     assert len(files) >= 26 + 3 + 5
     for path in files:
         original = json.loads(path.read_text(encoding="utf-8"))

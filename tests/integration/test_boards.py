@@ -30,7 +30,7 @@ def unique(prefix: str) -> str:
 @pytest.fixture
 def board(client: InvokeAIClient) -> Iterator[Board]:
     """A fresh board, deleted with its images afterwards."""
-    created = client.board_repo.create_board(unique("test-board"))
+    created = client.board_repo.create_board(unique("test-board")).board
     yield created
     with contextlib.suppress(NotFoundError):
         client.board_repo.delete_board(created.board_id, delete_images=True)
@@ -44,7 +44,9 @@ def handle(client: InvokeAIClient, board: Board) -> BoardHandle:
 def test_create_rename_get_delete_empty_board(client: InvokeAIClient) -> None:
     repo = client.board_repo
     name = unique("created")
-    board = repo.create_board(name)
+    created = repo.create_board(name)
+    assert isinstance(created, BoardHandle) and created.board_id == created.board.board_id
+    board = created.board
     assert board.board_name == name and board.image_count == 0 and not board.is_uncategorized
 
     renamed = repo.rename_board(board.board_id, name + "-renamed")
@@ -246,7 +248,7 @@ def test_delete_board_with_its_images(client: InvokeAIClient) -> None:
 
 async def test_async_twins_and_streaming(aclient: InvokeAIClient) -> None:
     repo = aclient.board_repo
-    board = await repo.acreate_board(unique("async"))
+    board = (await repo.acreate_board(unique("async"))).board
     try:
         handle = await repo.aget_board_handle(board.board_id)
         image = await handle.aupload_image_data(png_bytes(300, 200))

@@ -29,16 +29,16 @@ def load(name: str) -> WorkflowDefinition:
 
 @pytest.fixture
 def blur(client: InvokeAIClient) -> WorkflowHandle:
-    return client.workflow_repo.create_workflow(load("h3_blur"))
+    return client.workflow_repo.create_workflow(load("blur_blank_canvas"))
 
 
 def test_list_inputs_in_form_order_typed_from_the_server(blur: WorkflowHandle) -> None:
     inputs = blur.list_inputs()
     assert [(i.input_index, i.node_id, i.field_name) for i in inputs] == [
-        (0, "h3-blank", "width"),
-        (1, "h3-blank", "height"),
-        (2, "h3-blur", "radius"),
-        (3, "h3-blur", "blur_type"),
+        (0, "blur-canvas", "width"),
+        (1, "blur-canvas", "height"),
+        (2, "blur-image", "radius"),
+        (3, "blur-image", "blur_type"),
     ]
     width, height, radius, blur_type = inputs
     assert isinstance(width, IvkWorkflowInput) and isinstance(width.field, IvkField)
@@ -62,9 +62,9 @@ def test_live_field_and_set_input_value_reach_the_preview(blur: WorkflowHandle) 
     blur.set_input_value(3, "box")
     body = blur.preview()
     nodes = body["batch"]["graph"]["nodes"]
-    assert nodes["h3-blank"]["width"] == 96 and nodes["h3-blur"]["blur_type"] == "box"
+    assert nodes["blur-canvas"]["width"] == 96 and nodes["blur-image"]["blur_type"] == "box"
     # The edge-fed image is never sent as a literal.
-    assert "image" not in nodes["h3-blur"]
+    assert "image" not in nodes["blur-image"]
     assert body["batch"]["origin"] == "invokeai_py_client"
     assert body["batch"]["batch_id"] != blur.preview()["batch"]["batch_id"]
 
@@ -87,7 +87,7 @@ def test_preview_sends_nothing(client: InvokeAIClient, blur: WorkflowHandle) -> 
 
 
 def test_validate_inputs_reports_required_inputs_without_value(client: InvokeAIClient) -> None:
-    wf = client.workflow_repo.create_workflow(load("h3_missing_image"))
+    wf = client.workflow_repo.create_workflow(load("blur_missing_image"))
     image = wf.get_input(0)
     assert image.required and image.field_name == "image"
     assert wf.validate_inputs() == []
@@ -102,14 +102,14 @@ def test_validate_inputs_reports_required_inputs_without_value(client: InvokeAIC
 
 
 async def test_acreate_workflow_from_dict_and_path(aclient: InvokeAIClient) -> None:
-    from_dict = await aclient.workflow_repo.acreate_workflow(load("h3_add").to_dict())
-    from_path = await aclient.workflow_repo.acreate_workflow(WORKFLOWS / "h3_add.json")
+    from_dict = await aclient.workflow_repo.acreate_workflow(load("add_two_integers").to_dict())
+    from_path = await aclient.workflow_repo.acreate_workflow(WORKFLOWS / "add_two_integers.json")
     assert [i.label for i in from_dict.list_inputs()] == ["A", "Value"]
     assert [i.node_name for i in from_path.list_inputs()] == ["First", "Second"]
 
 
 def test_broken_workflow_is_refused(client: InvokeAIClient) -> None:
-    data = load("h3_add").to_dict()
+    data = load("add_two_integers").to_dict()
     data["edges"][0]["source"] = "no-such-node"
     with pytest.raises(WorkflowValidationError) as info:
         client.workflow_repo.create_workflow(WorkflowDefinition.from_dict(data))
@@ -117,7 +117,7 @@ def test_broken_workflow_is_refused(client: InvokeAIClient) -> None:
 
 
 def test_unknown_node_type_is_refused_before_sending(client: InvokeAIClient) -> None:
-    data = load("h3_add").to_dict()
+    data = load("add_two_integers").to_dict()
     data["nodes"][2]["data"]["type"] = "canny_image_processor"
     wf = client.workflow_repo.create_workflow(WorkflowDefinition.from_dict(data))
     with pytest.raises(WorkflowValidationError, match="canny_image_processor"):
@@ -127,11 +127,11 @@ def test_unknown_node_type_is_refused_before_sending(client: InvokeAIClient) -> 
 
 def test_without_a_server_inputs_fall_back_to_file_values() -> None:
     with InvokeAIClient("127.0.0.1", 9, max_retries=0, timeout=2) as offline:
-        wf = offline.workflow_repo.create_workflow(load("h3_blur"))
+        wf = offline.workflow_repo.create_workflow(load("blur_blank_canvas"))
         inputs = wf.list_inputs()
         assert [i.field.value for i in inputs] == [64, 48, 2.0, "gaussian"]
         assert inputs[1].label == "height"  # no schema title without a server
-        assert wf.preview()["batch"]["graph"]["nodes"]["h3-blank"]["height"] == 48
+        assert wf.preview()["batch"]["graph"]["nodes"]["blur-canvas"]["height"] == 48
 
 
 def reordered(data: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def reordered(data: dict[str, Any]) -> dict[str, Any]:
         "id": "new-field",
         "type": "node-field",
         "parentId": root["id"],
-        "data": {"fieldIdentifier": {"nodeId": "h3-blank", "fieldName": "mode"}},
+        "data": {"fieldIdentifier": {"nodeId": "blur-canvas", "fieldName": "mode"}},
     }
     data["nodes"][0]["data"]["inputs"]["mode"] = {"name": "mode", "label": "", "value": "RGB"}
     children.append("new-field")
@@ -169,15 +169,15 @@ def test_index_map_reports_moved_vanished_and_appeared(
         ("height", 1, 0),
         ("blur_type", 3, 2),  # radius before it is gone
     }
-    assert [(e.node_id, e.field_name) for e in report.vanished] == [("h3-blur", "radius")]
+    assert [(e.node_id, e.field_name) for e in report.vanished] == [("blur-image", "radius")]
     assert [(e.field_name, e.index) for e in report.appeared] == [("mode", 3)]
     assert len(report.describe()) == 5
 
 
 def model_workflow() -> dict[str, Any]:
-    data = load("h3_add").to_dict()
+    data = load("add_two_integers").to_dict()
     node = copy.deepcopy(data["nodes"][0])
-    node["id"] = node["data"]["id"] = "h3-loader"
+    node["id"] = node["data"]["id"] = "add-loader"
     node["data"]["type"] = "main_model_loader"
     reference = {
         "key": "gone",
@@ -199,6 +199,6 @@ def test_sync_dnn_model_reports_and_leaves_the_loaded_definition_alone(
     wf = client.workflow_repo.create_workflow(defn)
     report = wf.sync_dnn_model()
     # This server has no models installed: the reference cannot be matched.
-    assert not report.ok and report.unresolved[0].node_id == "h3-loader"
+    assert not report.ok and report.unresolved[0].node_id == "add-loader"
     assert defn.to_dict() == before
     assert wf.definition is not defn

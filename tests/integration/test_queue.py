@@ -28,7 +28,7 @@ def add_body(a: int = 1, *, runs: int = 1, batch_id: str | None = None) -> dict[
         "nodes": {"sum": {"id": "sum", "type": "add", "a": a, "b": 2, "use_cache": False}},
         "edges": [],
     }
-    batch: dict[str, Any] = {"graph": graph, "runs": runs, "origin": "h3-tests"}
+    batch: dict[str, Any] = {"graph": graph, "runs": runs, "origin": "client-tests"}
     if batch_id:
         batch["batch_id"] = batch_id
     return {"batch": batch, "prepend": False}
@@ -59,7 +59,7 @@ def test_status_enqueue_get_list_and_batch_lookup(paused: InvokeAIClient) -> Non
     job = repo.get_item(result.item_ids[0])
     assert isinstance(job, IvkJob)
     assert job.status is JobStatus.PENDING and job.batch_id == result.batch_id
-    assert job.origin == "h3-tests" and job.session is not None
+    assert job.origin == "client-tests" and job.session is not None
 
     by_batch = repo.get_items_by_batch(result.batch_id)
     assert [j.item_id for j in by_batch] == result.item_ids

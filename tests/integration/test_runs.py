@@ -29,7 +29,7 @@ def load(name: str) -> WorkflowDefinition:
 
 
 def sum_of(wf: WorkflowHandle, job: IvkJob) -> int:
-    (value,) = [v for v in wf.map_output_values(job) if v.node_id == "h3-sum"]
+    (value,) = [v for v in wf.map_output_values(job) if v.node_id == "add-sum"]
     return int(value.results[0]["value"])
 
 
@@ -58,7 +58,7 @@ def test_readme_flow_sync(invokeai_url: str) -> None:
     client = InvokeAIClient.from_url(invokeai_url)
     try:
         wf = client.workflow_repo.create_workflow(
-            WorkflowDefinition.from_file(WORKFLOWS / "h3_blur.json")
+            WorkflowDefinition.from_file(WORKFLOWS / "blur_blank_canvas.json")
         )
         listed = [
             (inp.input_index, inp.label, inp.field_name, type(inp.field).__name__)
@@ -69,7 +69,7 @@ def test_readme_flow_sync(invokeai_url: str) -> None:
         item = wf.wait_for_completion_sync(timeout=120) if wf.submit_sync() else None
         assert item is not None and item.status is JobStatus.COMPLETED
         mappings = wf.map_outputs_to_images(item)
-        assert [m.node_id for m in mappings] == ["h3-blur"]
+        assert [m.node_id for m in mappings] == ["blur-image"]
         assert len(mappings[0].image_names) == 1
         # The image is real and has the width we asked for.
         name = mappings[0].image_names[0]
@@ -80,7 +80,7 @@ def test_readme_flow_sync(invokeai_url: str) -> None:
 
 
 async def test_async_submit_calls_back_with_its_own_events(aclient: InvokeAIClient) -> None:
-    wf = await aclient.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await aclient.workflow_repo.acreate_workflow(load("add_two_integers"))
     wf.set_input_value(0, 20)
     seen: dict[str, list[dict[str, Any]]] = {"started": [], "complete": [], "status": []}
 
@@ -94,7 +94,7 @@ async def test_async_submit_calls_back_with_its_own_events(aclient: InvokeAIClie
     )
     job = await wf.wait_for_completion(timeout=60)
     assert job.item_id == run.item_id and sum_of(wf, job) == 23
-    assert {e["invocation_source_id"] for e in seen["complete"]} == {"h3-a", "h3-b", "h3-sum"}
+    assert {e["invocation_source_id"] for e in seen["complete"]} == {"add-a", "add-b", "add-sum"}
     assert {e["event_type"] for e in seen["started"]} == {"invocation_started"}
     assert all(e["item_id"] == run.item_id for lst in seen.values() for e in lst)
     assert seen["status"][-1]["status"] == "completed"
@@ -102,7 +102,7 @@ async def test_async_submit_calls_back_with_its_own_events(aclient: InvokeAIClie
 
 
 async def test_monitor_yields_event_dicts_until_the_end(aclient: InvokeAIClient) -> None:
-    wf = await aclient.workflow_repo.acreate_workflow(load("h3_blur"))
+    wf = await aclient.workflow_repo.acreate_workflow(load("blur_blank_canvas"))
     events = [evt async for evt in wf.submit_sync_monitor_async()]
     kinds = [e["event_type"] for e in events]
     assert "invocation_started" in kinds and "invocation_complete" in kinds
@@ -115,7 +115,7 @@ async def test_monitor_yields_event_dicts_until_the_end(aclient: InvokeAIClient)
 
 
 async def test_failed_run_raises_with_the_servers_account(aclient: InvokeAIClient) -> None:
-    wf = await aclient.workflow_repo.acreate_workflow(load("h3_missing_image"))
+    wf = await aclient.workflow_repo.acreate_workflow(load("blur_missing_image"))
     errors: list[dict[str, Any]] = []
     await wf.submit(on_invocation_error=errors.append)
     with pytest.raises(RunFailedError) as info:
@@ -124,8 +124,8 @@ async def test_failed_run_raises_with_the_servers_account(aclient: InvokeAIClien
     assert err.error_type == "ImageRecordNotFoundException"
     assert err.error_message == "Image record not found"
     assert err.error_traceback and "Traceback" in err.error_traceback
-    assert err.node_id == "h3-img" and err.node_type == "image"
-    assert "h3-img" in str(err) and "Unknown error" not in str(err)
+    assert err.node_id == "missing-source" and err.node_type == "image"
+    assert "missing-source" in str(err) and "Unknown error" not in str(err)
     latest = wf.latest_run
     assert latest is not None and err.item_id == latest.item_id
     for _ in range(100):  # the invocation_error event comes after the failed status
@@ -133,19 +133,19 @@ async def test_failed_run_raises_with_the_servers_account(aclient: InvokeAIClien
             break
         await asyncio.sleep(0.05)
     assert [e["error_type"] for e in errors] == ["ImageRecordNotFoundException"]
-    assert errors[0]["invocation_source_id"] == "h3-img"
+    assert errors[0]["invocation_source_id"] == "missing-source"
 
 
 def test_failed_run_sync(client: InvokeAIClient) -> None:
-    wf = client.workflow_repo.create_workflow(load("h3_missing_image"))
+    wf = client.workflow_repo.create_workflow(load("blur_missing_image"))
     wf.submit_sync()
     with pytest.raises(RunFailedError) as info:
         wf.wait_for_completion_sync(timeout=60)
-    assert info.value.node_id == "h3-img"
+    assert info.value.node_id == "missing-source"
 
 
 def test_canceled_run_raises(paused: InvokeAIClient) -> None:
-    wf = paused.workflow_repo.create_workflow(load("h3_add"))
+    wf = paused.workflow_repo.create_workflow(load("add_two_integers"))
     run = wf.submit_sync()
     assert wf.cancel().status is JobStatus.CANCELED
     with pytest.raises(RunCanceledError) as info:
@@ -154,7 +154,7 @@ def test_canceled_run_raises(paused: InvokeAIClient) -> None:
 
 
 async def test_bulk_cancel_by_batch_ends_the_wait(apaused: InvokeAIClient) -> None:
-    wf = await apaused.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await apaused.workflow_repo.acreate_workflow(load("add_two_integers"))
     run = await wf.submit()
     waiter = asyncio.create_task(wf.wait_for_completion(timeout=60))
     await asyncio.sleep(0.2)
@@ -164,7 +164,7 @@ async def test_bulk_cancel_by_batch_ends_the_wait(apaused: InvokeAIClient) -> No
 
 
 async def test_clearing_the_queue_ends_the_wait(apaused: InvokeAIClient) -> None:
-    wf = await apaused.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await apaused.workflow_repo.acreate_workflow(load("add_two_integers"))
     await wf.submit(subscribe_events=False)
     waiter = asyncio.create_task(wf.wait_for_completion(timeout=60))
     await asyncio.sleep(0.2)
@@ -174,7 +174,7 @@ async def test_clearing_the_queue_ends_the_wait(apaused: InvokeAIClient) -> None
 
 
 async def test_timeout_raises_run_timeout(apaused: InvokeAIClient) -> None:
-    wf = await apaused.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await apaused.workflow_repo.acreate_workflow(load("add_two_integers"))
     run = await wf.submit()
     with pytest.raises(RunTimeoutError) as info:
         await wf.wait_for_completion(timeout=0.3)
@@ -183,7 +183,7 @@ async def test_timeout_raises_run_timeout(apaused: InvokeAIClient) -> None:
 
 
 def test_timeout_sync(paused: InvokeAIClient) -> None:
-    wf = paused.workflow_repo.create_workflow(load("h3_add"))
+    wf = paused.workflow_repo.create_workflow(load("add_two_integers"))
     wf.submit_sync()
     with pytest.raises(RunTimeoutError):
         wf.wait_for_completion_sync(timeout=0.3)
@@ -191,7 +191,7 @@ def test_timeout_sync(paused: InvokeAIClient) -> None:
 
 
 async def test_run_that_ended_before_waiting_began(aclient: InvokeAIClient) -> None:
-    wf = await aclient.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await aclient.workflow_repo.acreate_workflow(load("add_two_integers"))
     wf.set_input_value(1, 100)
     run = await wf.submit(subscribe_events=False)  # nobody follows it
     assert run.item_id is not None
@@ -205,7 +205,7 @@ async def test_run_that_ended_before_waiting_began(aclient: InvokeAIClient) -> N
 
 def test_sync_wait_after_async_submit(client: InvokeAIClient) -> None:
     """A run submitted on one loop and waited for on another (the portal)."""
-    wf = client.workflow_repo.create_workflow(load("h3_add"))
+    wf = client.workflow_repo.create_workflow(load("add_two_integers"))
     wf.set_input_value(0, 5)
 
     async def submit_elsewhere() -> None:
@@ -224,7 +224,7 @@ def test_sync_wait_after_async_submit(client: InvokeAIClient) -> None:
 
 
 async def test_several_runs_of_one_handle_each_keep_their_job(aclient: InvokeAIClient) -> None:
-    wf = await aclient.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await aclient.workflow_repo.acreate_workflow(load("add_two_integers"))
     wf.set_input_value(0, 1)
     first = await wf.submit()
     wf.set_input_value(0, 10)
@@ -240,7 +240,7 @@ async def test_fifty_concurrent_runs_each_see_only_their_own_events(
     aclient: InvokeAIClient,
 ) -> None:
     async def one(i: int) -> tuple[int, Any, list[dict[str, Any]], IvkJob, WorkflowHandle]:
-        wf = await aclient.workflow_repo.acreate_workflow(load("h3_add"))
+        wf = await aclient.workflow_repo.acreate_workflow(load("add_two_integers"))
         wf.set_input_value(0, i)
         events: list[dict[str, Any]] = []
         run = await wf.submit(
@@ -265,7 +265,7 @@ async def test_fifty_concurrent_runs_each_see_only_their_own_events(
         assert events and {e["item_id"] for e in events} == {run.item_id}
         assert {e["batch_id"] for e in events} == {run.batch_id}
         completes = [e for e in events if e["event_type"] == "invocation_complete"]
-        assert {e["invocation_source_id"] for e in completes} == {"h3-a", "h3-b", "h3-sum"}
+        assert {e["invocation_source_id"] for e in completes} == {"add-a", "add-b", "add-sum"}
 
 
 async def test_a_run_that_ends_during_a_reconnect_is_not_waited_on_forever(
@@ -275,7 +275,7 @@ async def test_a_run_that_ends_during_a_reconnect_is_not_waited_on_forever(
 
     # No safety re-check by timer: only the reconnect's resync can save the waiter.
     monkeypatch.setattr(run_module, "RECHECK_INTERVAL", 600.0)
-    wf = await apaused.workflow_repo.acreate_workflow(load("h3_add"))
+    wf = await apaused.workflow_repo.acreate_workflow(load("add_two_integers"))
     wf.set_input_value(0, 1000)
     run = await wf.submit()
     assert run.item_id is not None

@@ -132,13 +132,13 @@ def test_every_shipped_workflow_is_accepted_or_refused_by_node(
     invocation_schemas: dict[str, dict[str, Any]],
     uploaded_image: str,
     shipped_workflows_dir: Path,
-    shared_workflows_dir: Path,
+    example_workflows: list[Path],
 ) -> None:
     known = set(invocation_schemas)
     files = all_files(shipped_workflows_dir)
     assert len(files) == 26
     accepted, refused = [], {}
-    for path in [*files, *all_files(shared_workflows_dir)]:
+    for path in [*files, *example_workflows]:
         defn = WorkflowDefinition.from_file(path)
         assert discover_inputs(defn), path.name
         try:

@@ -59,7 +59,7 @@ async def list_boards(request: Request) -> BoardsPublic:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BoardPublic)
 async def create_board(request: Request, body: BoardCreate) -> BoardPublic:
     """Create a board (names need not be unique; each board gets a new id)."""
-    return _public(await client_of(request).board_repo.acreate_board(body.name))
+    return _public((await client_of(request).board_repo.acreate_board(body.name)).board)
 
 
 @router.delete(

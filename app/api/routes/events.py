@@ -25,16 +25,25 @@ router = APIRouter(tags=["events"])
 # A reader that cannot take one event within this time is stuck; drop its connection.
 SEND_TIMEOUT_SECONDS = 30.0
 
+# Event ids are SQLite integers: a larger id is refused (422) before the stream starts, where
+# the query would otherwise fail after the 200 was sent.
+MAX_EVENT_ID = 2**63 - 1
 LastEventIdHeader = Annotated[
     int | None,
     Header(
         alias="Last-Event-ID",
+        ge=0,
+        le=MAX_EVENT_ID,
         description="Resume after this event id (browsers send it when they reconnect).",
     ),
 ]
 LastEventIdQuery = Annotated[
     int | None,
-    Query(description="Resume after this event id, for clients that cannot set headers."),
+    Query(
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="Resume after this event id, for clients that cannot set headers.",
+    ),
 ]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
