@@ -21,6 +21,7 @@ from app.api.main import api_router
 from app.core.config import Settings, get_settings
 from app.core.db import checkpoint_forever, make_engine, run_migrations
 from app.core.errors import install_handlers
+from app.core.request_guard import install_request_guards
 from app.core.security import check_bind, install_security
 from app.events import InMemoryEventBroker
 from app.services.runs import RunService
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    install_request_guards(app, settings)
     install_security(app, settings)
     app.include_router(api_router)
     return app
