@@ -10,13 +10,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, DateTime, MetaData, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from app.core.names import BOARD_ID_PATTERN, ID_MAX_CHARS, MAX_URL_CHARS
 
 __all__ = [
     "InputChanges",
@@ -260,12 +262,18 @@ class RunCreate(BaseModel):
     )
 
     inputs: dict[str, Any] = {}
-    board_id: str | None = None
+    board_id: str | None = Field(
+        default=None, max_length=ID_MAX_CHARS, schema_extra={"pattern": BOARD_ID_PATTERN}
+    )
     webhook_url: str | None = Field(
-        default=None, description="POST signed notices of this run here (Standard Webhooks)."
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="POST signed notices of this run here (Standard Webhooks).",
     )
     webhook_events: list[WebhookEventName] | None = Field(
-        default=None, description="Which notices (default: completed, failed, canceled)."
+        default=None,
+        max_length=len(get_args(WebhookEventName)),
+        description="Which notices (default: completed, failed, canceled).",
     )
 
 

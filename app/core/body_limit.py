@@ -37,6 +37,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 # description is about 3 KiB.
 SMALL_BODY_BYTES = 64 * 1024
 
+# How much of a refused body is still read, so the client gets to read the 413 (see _drain).
+DRAIN_BYTES = 1024 * 1024
+
 _ID = r"[^/]+"
 # (method, path) of the routes that take files; the first three also take multipart.
 _MULTIPART_ROUTES = (
@@ -56,11 +59,12 @@ def accepts_multipart(method: str, path: str) -> bool:
     return _matches(_MULTIPART_ROUTES, method, path)
 
 
-def body_limit_for(method: str, path: str, max_upload_bytes: int) -> int:
-    """The largest body the route takes, in bytes."""
+def body_limit_for(method: str, path: str, max_upload_bytes: int) -> tuple[int, int]:
+    """The largest body the route takes on the wire, and the limit its callers are told."""
     if _matches(_LARGE_ROUTES, method, path):
-        return max_upload_bytes + MULTIPART_OVERHEAD
-    return min(SMALL_BODY_BYTES, max_upload_bytes + MULTIPART_OVERHEAD)
+        return max_upload_bytes + MULTIPART_OVERHEAD, max_upload_bytes
+    small = min(SMALL_BODY_BYTES, max_upload_bytes)
+    return small, small
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -101,15 +105,34 @@ class BodyLimit:
         if scope["type"] != "http" or not has_body(scope):
             await self.app(scope, receive, send)
             return
-        limit = body_limit_for(str(scope["method"]), str(scope["path"]), self.max_upload_bytes)
+        method, path = str(scope["method"]), str(scope["path"])
+        limit, stated = body_limit_for(method, path, self.max_upload_bytes)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await _too_large(scope, send, limit)
+            if declared - limit <= DRAIN_BYTES:
+                await _drain(receive, DRAIN_BYTES + limit)
+            await _too_large(scope, send, stated)
             return
-        await self.app(scope, _counting(receive, limit), send)
+        await self.app(scope, _counting(receive, limit, stated), send)
 
 
-def _counting(receive: Receive, limit: int) -> Receive:
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a refused body, up to ``budget`` bytes.
+
+    uvicorn closes a connection whose request body was not read to its end; a client still
+    sending then gets a reset instead of our 413. A body a little over the limit is read
+    first, so an honest client learns why; a huge one is not worth reading.
+    """
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+def _counting(receive: Receive, limit: int, stated: int) -> Receive:
     seen = 0
 
     async def receive_counted() -> Message:
@@ -118,7 +141,9 @@ def _counting(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge(limit)
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_BYTES)
+                raise BodyTooLarge(stated)
         return message
 
     return receive_counted
@@ -126,8 +151,4 @@ def _counting(receive: Receive, limit: int) -> Receive:
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
     detail = f"the body is larger than the limit of {limit} bytes"
-    # The body stays unread: the connection cannot be reused.
-    close = [(b"connection", b"close")]
-    await send_problem(
-        scope, send, status=413, title="Payload too large", detail=detail, headers=close
-    )
+    await send_problem(scope, send, status=413, title="Payload too large", detail=detail)

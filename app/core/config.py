@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         validation_alias=_env("GATEWAY_WEBHOOK_ALLOW_PRIVATE"),
         description="Allow webhook URLs on loopback, private, link-local or reserved addresses.",
     )
+    webhook_max_subscriptions: int = Field(
+        100,
+        ge=1,
+        validation_alias=_env("GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS"),
+        description="Standing webhook subscriptions kept at most; past it, 409.",
+    )
     webhook_retry_window_seconds: float = Field(
         24 * 3600.0,
         gt=0,

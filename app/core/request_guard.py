@@ -149,13 +149,13 @@ class ContentTypeGuard:
 
 
 def install_request_guards(app: FastAPI, settings: Settings) -> None:
-    """Add the body checks, and the local-only checks when no API key is set.
+    """Add the body checks (size, then type), and the local-only checks when no key is set.
 
     Call before ``install_security``: middleware added later wraps what was added before,
     so the key check (when keys are set) runs before the body checks, and CORS stays
     outermost, adding its headers to these refusals too.
     """
-    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(ContentTypeGuard)
+    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     if not settings.api_key_list:
         app.add_middleware(LocalOnlyGuard, allowed_origins=settings.cors_origin_list)

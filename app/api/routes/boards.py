@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import NotFound
+from app.core.names import BOARD_ID_PATTERN, ID_MAX_CHARS
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.board.models import UNCATEGORIZED_BOARD_ID, Board
 from invokeai_py_client.exceptions import NotFoundError
@@ -75,7 +76,7 @@ async def create_board(request: Request, body: BoardCreate) -> BoardPublic:
 )
 async def delete_board(
     request: Request,
-    board_id: str,
+    board_id: Annotated[str, Path(pattern=BOARD_ID_PATTERN, max_length=ID_MAX_CHARS)],
     delete_images: Annotated[
         bool, Query(description="Also delete its images (otherwise they become uncategorized).")
     ] = False,

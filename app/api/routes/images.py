@@ -13,13 +13,14 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
+from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.board.repo import image_path
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
@@ -183,7 +184,7 @@ async def _board_handle(repo: Any, board_id: str | None) -> Any:
 )
 async def download_image(
     request: Request,
-    image_name: str,
+    image_name: Annotated[str, Path(pattern=IMAGE_NAME_PATTERN, max_length=IMAGE_NAME_MAX_CHARS)],
     thumbnail: Annotated[bool, Query(description="The WEBP thumbnail instead.")] = False,
 ) -> Response:
     """Stream an image from InvokeAI: the full PNG, or the thumbnail with ``?thumbnail=1``.

@@ -8,14 +8,15 @@ with ``invokeai_py_client.webhooks.verify_signature`` or any Standard Webhooks l
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import crud, crud_webhooks
 from app.api.deps import RunDep, SessionDep, SettingsDep
-from app.core.errors import NotFound, WorkflowInvalid
+from app.core.errors import GatewayError, NotFound, WorkflowInvalid
+from app.core.names import ID_MAX_CHARS, MAX_URL_CHARS
 from app.models import WebhookEventName
 from app.services.webhooks import check_target
 from app.webhook_models import WebhookDelivery, WebhookSubscription
@@ -46,10 +47,23 @@ class SubscriptionCreate(BaseModel):
         }
     )
 
-    url: str = Field(description="http(s) URL that receives the signed POSTs.")
-    event_types: list[WebhookEventName] | None = Field(None, description=EVENTS_HELP)
-    workflow_id: str | None = Field(None, description="Only runs of this workflow (None: all).")
+    url: str = Field(
+        max_length=MAX_URL_CHARS, description="http(s) URL that receives the signed POSTs."
+    )
+    event_types: list[WebhookEventName] | None = Field(
+        None, max_length=len(get_args(WebhookEventName)), description=EVENTS_HELP
+    )
+    workflow_id: str | None = Field(
+        None, max_length=ID_MAX_CHARS, description="Only runs of this workflow (None: all)."
+    )
     description: str = Field("", max_length=1000)
+
+
+class TooManySubscriptions(GatewayError):
+    """The cap on standing subscriptions (``GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS``) is reached."""
+
+    status_code = 409
+    title = "Too many subscriptions"
 
 
 class SubscriptionPublic(BaseModel):
@@ -135,12 +149,18 @@ def _notify(request: Request) -> None:
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionPublic,
-    responses={422: {"description": "Bad body, unknown workflow, or a refused URL."}},
+    responses={
+        409: {"description": "As many subscriptions as GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS."},
+        422: {"description": "Bad body, unknown workflow, or a refused URL."},
+    },
 )
 async def create_subscription(
     body: SubscriptionCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> SubscriptionPublic:
     """Deliver matching events of every run (of one workflow, or all) to a URL."""
+    cap = settings.webhook_max_subscriptions
+    if len(crud_webhooks.list_subscriptions(session=session)) >= cap:
+        raise TooManySubscriptions(f"there are already {cap} subscriptions: delete one first")
     await check_target(body.url, allow_private=settings.webhook_allow_private)
     if (
         body.workflow_id is not None
