@@ -31,7 +31,13 @@ from app import crud_webhooks
 from app._version import gateway_version
 from app.core.config import Settings
 from app.models import utcnow
-from app.services.webhooks import WebhookTargetRefused, check_target, next_attempt
+from app.services.webhook_post import post_bounded
+from app.services.webhooks import (
+    TargetUnresolved,
+    WebhookTargetRefused,
+    check_target,
+    next_attempt,
+)
 from app.webhook_models import DeliveryStatus, WebhookDelivery
 from invokeai_py_client._retry import parse_retry_after
 from invokeai_py_client.webhooks import generate_secret, parse_secrets, webhook_headers
@@ -170,6 +176,10 @@ class WebhookWorker:
             target = await check_target(
                 delivery.url, allow_private=self.settings.webhook_allow_private
             )
+        except TargetUnresolved as exc:  # a DNS failure may pass: try again later
+            retry_at = self._retry_at(delivery, None)
+            self._record(delivery, None, exc.detail[:MAX_ERROR_CHARS], None, retry_at)
+            return
         except WebhookTargetRefused as exc:
             # Checked again at send time: DNS may have changed since the URL was accepted.
             self._record(delivery, None, f"refused by the URL policy: {exc.detail}", None, None)
@@ -182,8 +192,13 @@ class WebhookWorker:
         extensions = {"sni_hostname": target.host} if target.address else None
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                target.pinned_url(), content=body, headers=headers, extensions=extensions
+            response = await post_bounded(
+                self._http,
+                target.pinned_url(),
+                content=body,
+                headers=headers,
+                extensions=extensions,
+                deadline=self.settings.webhook_timeout_seconds,
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
