@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.core.asgi import send_problem
 from app.core.body_limit import BodyLimit, accepts_multipart, has_body
 from app.core.config import Settings
+from app.core.stream_slots import StreamLimit
 
 __all__ = [
     "ContentTypeGuard",
@@ -149,12 +150,16 @@ class ContentTypeGuard:
 
 
 def install_request_guards(app: FastAPI, settings: Settings) -> None:
-    """Add the body checks (size, then type), and the local-only checks when no key is set.
+    """Add the body checks (size, then type), the cap on event streams, and the local-only
+    checks when no key is set.
 
     Call before ``install_security``: middleware added later wraps what was added before,
     so the key check (when keys are set) runs before the body checks, and CORS stays
     outermost, adding its headers to these refusals too.
     """
+    app.add_middleware(
+        StreamLimit, total=settings.max_streams, per_key=settings.max_streams_per_key
+    )
     app.add_middleware(ContentTypeGuard)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     if not settings.api_key_list:

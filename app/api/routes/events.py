@@ -64,16 +64,25 @@ SEND_TIMEOUT_SECONDS = 30.0
 # How long a finished run's stream waits for a terminal event not yet stored (see below).
 TERMINAL_GRACE_SECONDS = 2.0
 
+# Event ids are 64-bit database ids: a larger resume point is no id at all.
+MAX_EVENT_ID = 2**63 - 1
+
 LastEventIdHeader = Annotated[
     int | None,
     Header(
         alias="Last-Event-ID",
+        ge=0,
+        le=MAX_EVENT_ID,
         description="Resume after this event id (browsers send it when they reconnect).",
     ),
 ]
 LastEventIdQuery = Annotated[
     int | None,
-    Query(description="Resume after this event id, for clients that cannot set headers."),
+    Query(
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="Resume after this event id, for clients that cannot set headers.",
+    ),
 ]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
