@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from app.core.caller import is_trusted_caller
 from app.models import RunEvent
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
@@ -53,7 +54,11 @@ async def livez() -> Liveness:
     responses={503: {"model": Readiness, "description": "A dependency is down."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when InvokeAI answers, its event stream is connected, and the database is writable."""
+    """Ready when InvokeAI answers, its event stream is connected, and the database is writable.
+
+    Which check failed is shown to everyone; why (``details``) only to a caller with an API
+    key (or to everyone when no keys are set: then only local programs are answered).
+    """
     state = request.app.state
     invokeai, database = await asyncio.gather(
         _check_invokeai(state.client), _check_database(state.engine)
@@ -62,6 +67,8 @@ async def readyz(request: Request) -> JSONResponse:
     events = await _check_events(state.client) if invokeai is None else "InvokeAI unreachable"
     problems = {"invokeai": invokeai, "events": events, "database": database}
     body = readiness(problems)
+    if not is_trusted_caller(request, state.settings):
+        body.details = {}  # internal URLs and database errors are for the operator only
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
 
