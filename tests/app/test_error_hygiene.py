@@ -99,3 +99,12 @@ async def test_deeply_nested_run_inputs_are_a_client_error(
     )
     assert response.status_code == 422, response.text[:300]
     assert (await http.get("/runs")).json()["count"] == 0
+
+
+async def test_a_time_before_year_one_in_utc_is_a_client_error(keyed: httpx.AsyncClient) -> None:
+    """Found by the fuzzer: the offset moves this instant before 0001-01-01 UTC."""
+    for name in ("created_after", "created_before"):
+        params = {name: "0001-01-01T06:19:10.1+18:58"}
+        response = await keyed.get("/runs", params=params, headers=AUTH)
+        assert response.status_code == 422, response.text
+        assert name in response.text
