@@ -89,10 +89,10 @@ def check_bind(settings: Settings) -> None:
             f"refusing to serve on {settings.host!r} without API keys: set GATEWAY_API_KEYS "
             "(comma-separated) or bind to a loopback host such as 127.0.0.1"
         )
+    # Said of every request, not of the socket: a server started by hand may listen elsewhere.
     logger.warning(
         "no GATEWAY_API_KEYS set: answering loopback clients only (peer, Host and Origin "
-        "checked on every request; bound to %s)",
-        settings.host,
+        "checked on every request)"
     )
 
 
