@@ -158,7 +158,10 @@ def install_request_guards(app: FastAPI, settings: Settings) -> None:
     outermost, adding its headers to these refusals too.
     """
     app.add_middleware(
-        StreamLimit, total=settings.max_streams, per_key=settings.max_streams_per_key
+        StreamLimit,
+        total=settings.max_streams,
+        per_key=settings.max_streams_per_key,
+        keyed=bool(settings.api_key_list),
     )
     app.add_middleware(ContentTypeGuard)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)

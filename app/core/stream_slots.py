@@ -69,15 +69,16 @@ def _caller(scope: Scope) -> str:
 class StreamLimit:
     """Refuses an SSE request past the caps of ``slots``; holds a slot while it streams."""
 
-    def __init__(self, app: ASGIApp, total: int, per_key: int) -> None:
+    def __init__(self, app: ASGIApp, total: int, per_key: int, keyed: bool = True) -> None:
         self.app = app
         self.slots = StreamSlots(total, per_key)
+        self.keyed = keyed  # without keys every caller is the same local user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_stream_path(str(scope.get("path"))):
             await self.app(scope, receive, send)
             return
-        key = _caller(scope)
+        key = _caller(scope) if self.keyed else ""
         refusal = self.slots.refusal(key)
         if refusal is not None:
             status, detail = refusal
