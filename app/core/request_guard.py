@@ -90,6 +90,11 @@ def is_json_media_type(content_type: str | None) -> bool:
     )
 
 
+def _shown(value: str | None) -> str:
+    """A caller's header value as an error message quotes it (bounded)."""
+    return repr(value if value is None or len(value) <= 100 else value[:100] + "...")
+
+
 class LocalOnlyGuard:
     """Refuses (403) what a gateway without keys must not answer: see the module docstring."""
 
@@ -114,11 +119,11 @@ class LocalOnlyGuard:
             return "the client is not on a loopback address"
         host = _header(scope, b"host")
         if not is_loopback_host_header(host):
-            return f"the Host header {host!r} is not a loopback name"
+            return f"the Host header {_shown(host)} is not a loopback name"
         origin = _header(scope, b"origin")
         allowed = origin is not None and origin.rstrip("/") in self.allowed_origins
         if origin is not None and not allowed and origin != f"{scope.get('scheme')}://{host}":
-            return f"cross-origin requests from {origin!r} are refused"
+            return f"cross-origin requests from {_shown(origin)} are refused"
         if _header(scope, b"sec-fetch-site") == "cross-site" and not allowed:
             return "cross-site requests are refused"
         return None
