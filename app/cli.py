@@ -7,9 +7,13 @@ on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.core.config import Settings
 from app.db.engine import run_migrations
@@ -64,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def redacted(url: str) -> str:
+    """A database URL fit for a log: its password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<a database URL that does not parse>"
+
+
+def _refuse_password_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    url = getattr(args, "database_url", None)
+    with contextlib.suppress(ArgumentError):
+        if url and make_url(url).password:
+            parser.error(
+                "--database-url carries a password, which the process list would show to "
+                "every user of this machine: set GATEWAY_DATABASE_URL instead"
+            )
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
     overrides: dict[str, Any] = {
@@ -94,13 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve"])
+    _refuse_password_flag(parser, args)
     command = args.command
     settings = settings_from_args(args)
     if command == "migrate":
         logging.basicConfig(level=logging.INFO)
         settings.ensure_data_dir()
         run_migrations(settings.database_url)
-        logging.getLogger(__name__).info("database at head: %s", settings.database_url)
+        logging.getLogger(__name__).info("database at head: %s", redacted(settings.database_url))
         return 0
     _serve(settings, args.log_level)
     return 0

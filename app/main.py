@@ -20,6 +20,7 @@ from app._version import gateway_version
 from app.api.router import api_router
 from app.core.config import Settings, get_settings
 from app.core.errors import install_handlers
+from app.core.request_guard import install_request_guards
 from app.core.security import check_bind, install_security
 from app.db.engine import checkpoint_forever, make_engine, run_migrations
 from app.db.thread import DatabaseThread
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    install_request_guards(app, settings)
     install_security(app, settings)
     app.include_router(api_router)
     return app

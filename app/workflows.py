@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from app.core.byte_cache import ByteBoundedCache, json_size
 from app.core.errors import WorkflowInvalid
 from invokeai_py_client import InvokeAIClient, IvkWorkflowInput, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.exceptions import WorkflowValidationError
@@ -26,6 +26,7 @@ __all__ = [
     "input_changes",
     "load_handle",
     "parse_workflow_json",
+    "parsed_cache_bytes",
     "run_body_schema",
 ]
 
@@ -66,6 +67,8 @@ def parse_workflow_json(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkflowInvalid(f"the workflow is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # Python's parser recurses once per nesting level
+        raise WorkflowInvalid("the workflow's JSON is nested too deeply") from exc
     if not isinstance(data, dict):
         raise WorkflowInvalid("the workflow must be a JSON object")
     return data
@@ -87,8 +90,17 @@ def _definition(data: dict[str, Any]) -> WorkflowDefinition:
 
 # Parsed definitions of stored workflow versions, by (workflow id, version): a version's
 # content never changes, and parsing a large file on every run submission is wasted work.
-_PARSED: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
+# Bounded by the bytes of the source JSON too: a definition may be 50 MiB.
 PARSED_CACHE_SIZE = 256
+PARSED_CACHE_BYTES = 32 * 1024 * 1024
+_PARSED: ByteBoundedCache[tuple[str, int], WorkflowDefinition] = ByteBoundedCache(
+    max_entries=PARSED_CACHE_SIZE, max_bytes=PARSED_CACHE_BYTES
+)
+
+
+def parsed_cache_bytes() -> int:
+    """The size of the parsed definitions kept, in bytes of their source JSON."""
+    return _PARSED.total_bytes
 
 
 def _parsed(data: dict[str, Any], version_key: tuple[str, int] | None) -> WorkflowDefinition:
@@ -96,9 +108,8 @@ def _parsed(data: dict[str, Any], version_key: tuple[str, int] | None) -> Workfl
         return _definition(data)
     found = _PARSED.get(version_key)
     if found is None:
-        found = _PARSED[version_key] = _definition(data)
-        if len(_PARSED) > PARSED_CACHE_SIZE:
-            _PARSED.popitem(last=False)
+        found = _definition(data)
+        _PARSED.put(version_key, found, size=json_size(data))
     return found
 
 

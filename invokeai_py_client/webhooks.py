@@ -150,8 +150,8 @@ def verify_signature(
         now: The current Unix time (tests); default the clock.
 
     Raises:
-        InvalidWebhookSignatureError: a header is missing, the timestamp is off, or no
-            signature matches any secret.
+        InvalidWebhookSignatureError: a header is missing, the timestamp is off, the body
+            is not UTF-8, or no signature matches any secret.
         ValueError: a configured secret is not a valid ``whsec_`` secret.
     """
     msg_id = _header(headers, "webhook-id")
@@ -160,6 +160,10 @@ def verify_signature(
     accepted = parse_secrets(secret)
     if not accepted:
         raise ValueError("no webhook secret to verify with")
+    try:
+        payload.decode()
+    except UnicodeDecodeError as exc:  # what we sign is UTF-8 JSON: this is not from us
+        raise InvalidWebhookSignatureError("the body is not UTF-8 text") from exc
     for candidate in accepted:
         expected = base64.b64decode(sign(payload, candidate, msg_id, stamp).partition(",")[2])
         # Compare against every offered signature; constant time per comparison.

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.core.byte_cache import ByteBoundedCache, json_size
 from app.core.config import Settings
 from app.core.errors import NotFound
 from app.db import queries
@@ -134,6 +135,9 @@ _HEAD = select(_WORKFLOWS.c.version, _WORKFLOWS.c.deleted_at).where(
 )
 
 
+# Definitions kept in memory, in bytes of their JSON (a definition may be 50 MiB).
+WORKFLOW_CACHE_BYTES = 32 * 1024 * 1024
+
 # How long the current version of a workflow is taken from memory. Changes made through
 # this process (PUT, DELETE) are seen at once; this bounds how late one made by another
 # process on the same database is seen.
@@ -146,10 +150,17 @@ class WorkflowCache:
     database at most every ``HEAD_TTL_SECONDS``, and again at once after ``forget``.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, max_bytes: int = WORKFLOW_CACHE_BYTES) -> None:
         self.size = size
-        self._rows: dict[tuple[str, int], Workflow] = {}
+        self._rows: ByteBoundedCache[tuple[str, int], Workflow] = ByteBoundedCache(
+            max_entries=size, max_bytes=max_bytes
+        )
         self._heads: dict[str, tuple[float, int]] = {}  # id -> (read at, current version)
+
+    @property
+    def held_bytes(self) -> int:
+        """The size of the definitions kept, in bytes of their JSON."""
+        return self._rows.total_bytes
 
     def forget(self, workflow_id: str) -> None:
         """Read the current version again next time (the workflow changed or was deleted)."""
@@ -192,9 +203,7 @@ class WorkflowCache:
             if workflow is None or workflow.version != version:
                 self.forget(workflow_id)
                 return workflow  # changed meanwhile: use it, do not keep it
-            if len(self._rows) >= self.size:
-                del self._rows[next(iter(self._rows))]
-            self._rows[key] = workflow
+            self._rows.put(key, workflow, size=json_size(workflow.definition))
         return workflow
 
 

@@ -106,6 +106,19 @@ class Settings(BaseSettings):
         validation_alias=_env("GATEWAY_IDEMPOTENCY_TTL"),
         description="How long an Idempotency-Key is remembered.",
     )
+    # Above the 1,000 streams on one run that the benchmarks measure, with room to spare.
+    max_streams: int = Field(
+        4096,
+        ge=1,
+        validation_alias=_env("GATEWAY_MAX_STREAMS"),
+        description="Server-Sent Events streams open at once in all; past it, 503.",
+    )
+    max_streams_per_key: int = Field(
+        2048,
+        ge=1,
+        validation_alias=_env("GATEWAY_MAX_STREAMS_PER_KEY"),
+        description="Streams open at once per API key (or in all, without keys); past it, 429.",
+    )
     max_unfinished_runs: int = Field(
         1000,
         ge=1,
@@ -124,6 +137,12 @@ class Settings(BaseSettings):
         False,
         validation_alias=_env("GATEWAY_WEBHOOK_ALLOW_PRIVATE"),
         description="Allow webhook URLs on loopback, private, link-local or reserved addresses.",
+    )
+    webhook_max_subscriptions: int = Field(
+        100,
+        ge=1,
+        validation_alias=_env("GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS"),
+        description="Standing webhook subscriptions kept at most; past it, 409.",
     )
     webhook_retry_window_seconds: float = Field(
         24 * 3600.0,

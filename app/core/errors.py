@@ -8,6 +8,7 @@ anything unexpected into an RFC 9457 ``application/problem+json`` body.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -187,13 +188,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(
+    # The caller gets an id to quote, never the exception's text (SQL, paths, addresses);
+    # the log has both, under that id.
+    error_id = uuid.uuid4().hex[:16]
+    logger.error(
+        "unhandled error %s on %s %s",
+        error_id,
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    response = problem_response(
         status=500,
         title="Internal error",
-        detail=f"{type(exc).__name__}: {exc}",
+        detail=f"an unexpected error occurred; quote error id {error_id} to the operator",
         instance=request.url.path,
     )
+    response.headers["X-Error-Id"] = error_id
+    return response
 
 
 def install_handlers(app: FastAPI) -> None:

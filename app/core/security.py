@@ -1,14 +1,15 @@
 """API keys, the loopback-only rule, CORS, and errors that carry their own headers.
 
 With ``GATEWAY_API_KEYS`` set, every request but the health probes (``/livez``, ``/readyz``)
-and CORS preflights needs ``Authorization: Bearer <key>``; this includes ``/docs`` and
+needs ``Authorization: Bearer <key>``; this includes ``/docs`` and
 ``/openapi.json`` (the spec maps the whole API, so it is not shown to strangers) and unknown
 paths (a 401 rather than a 404, so paths cannot be probed). The check is an ASGI middleware,
 so it also covers the SSE routes and routes FastAPI adds by itself. Keys are compared in
 constant time against every configured key.
 
 With no keys, the service refuses a non-loopback host: an open, unauthenticated port on a
-network is never the default.
+network is never the default; ``app.core.request_guard`` then checks every request's peer,
+``Host`` and ``Origin`` (a server started another way may still listen elsewhere).
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ def check_bind(settings: Settings) -> None:
             f"refusing to serve on {settings.host!r} without API keys: set GATEWAY_API_KEYS "
             "(comma-separated) or bind to a loopback host such as 127.0.0.1"
         )
-    logger.warning("no GATEWAY_API_KEYS set: serving on loopback (%s) only", settings.host)
+    # Said of every request, not of the socket: a server started by hand may listen elsewhere.
+    logger.warning(
+        "no GATEWAY_API_KEYS set: answering loopback clients only (peer, Host and Origin "
+        "checked on every request)"
+    )
 
 
 def key_matches(presented: str, keys: Iterable[str]) -> bool:
@@ -110,13 +115,6 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _is_preflight(scope: Scope) -> bool:
-    if scope.get("method") != "OPTIONS":
-        return False
-    names = {name for name, _ in scope.get("headers") or []}
-    return b"origin" in names and b"access-control-request-method" in names
-
-
 class ApiKeyMiddleware:
     """Answers 401 problem+json unless the request carries one of the keys."""
 
@@ -125,7 +123,9 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS or _is_preflight(scope):
+        # Preflights too: with CORS configured its middleware answers them before this one;
+        # without, a preflight that skipped the key would tell which paths exist (405/404).
+        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)

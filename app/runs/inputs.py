@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.errors import InputInvalid
+from app.core.names import is_image_name
 from invokeai_py_client import InvokeAIClient, IvkWorkflowInput, WorkflowHandle
 from invokeai_py_client.exceptions import InputValidationError
 
@@ -94,6 +95,8 @@ def _plan_one(plan: _Plan, index: int, item: IvkWorkflowInput, value: Any) -> No
             plan.uploads[index] = decode_data_url(value)
         except ValueError as exc:
             plan.problem(index, item, str(exc))
+    elif kind == "image" and isinstance(value, str) and not is_image_name(value):
+        plan.problem(index, item, f"{value[:80]!r} is not an image name or a data: URL")
     elif kind == "image" and isinstance(value, str):
         plan.image_names[index] = value
     elif kind == "model" and isinstance(value, str):

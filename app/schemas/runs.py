@@ -8,8 +8,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
+from app.core.names import BOARD_ID_PATTERN, ID_MAX_CHARS, MAX_URL_CHARS
 from app.db.tables import RunStatus
-from app.schemas.events import WebhookEventName, webhook_events_help
+from app.schemas.events import WEBHOOK_EVENT_NAMES, WebhookEventName, webhook_events_help
 
 __all__ = [
     "RunCreate",
@@ -30,12 +31,18 @@ class RunCreate(BaseModel):
     )
 
     inputs: dict[str, Any] = {}
-    board_id: str | None = None
+    board_id: str | None = Field(
+        default=None, max_length=ID_MAX_CHARS, schema_extra={"pattern": BOARD_ID_PATTERN}
+    )
     webhook_url: str | None = Field(
-        default=None, description="POST signed notices of this run here (Standard Webhooks)."
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="POST signed notices of this run here (Standard Webhooks).",
     )
     webhook_events: list[WebhookEventName] | None = Field(
-        default=None, description=f"Which notices: {webhook_events_help()}."
+        default=None,
+        max_length=len(WEBHOOK_EVENT_NAMES),
+        description=f"Which notices: {webhook_events_help()}.",
     )
 
 

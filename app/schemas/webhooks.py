@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.events import WebhookEventName, webhook_events_help
+from app.core.names import ID_MAX_CHARS, MAX_URL_CHARS
+from app.schemas.events import WEBHOOK_EVENT_NAMES, WebhookEventName, webhook_events_help
 
 __all__ = [
     "AttemptPublic",
@@ -38,9 +39,15 @@ class SubscriptionCreate(BaseModel):
         }
     )
 
-    url: str = Field(description="http(s) URL that receives the signed POSTs.")
-    event_types: list[WebhookEventName] | None = Field(None, description=EVENTS_HELP)
-    workflow_id: str | None = Field(None, description="Only runs of this workflow (None: all).")
+    url: str = Field(
+        max_length=MAX_URL_CHARS, description="http(s) URL that receives the signed POSTs."
+    )
+    event_types: list[WebhookEventName] | None = Field(
+        None, max_length=len(WEBHOOK_EVENT_NAMES), description=EVENTS_HELP
+    )
+    workflow_id: str | None = Field(
+        None, max_length=ID_MAX_CHARS, description="Only runs of this workflow (None: all)."
+    )
     description: str = Field("", max_length=1000)
 
 

@@ -24,6 +24,7 @@ from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, TERMINAL_EVENT_TYPES, Run
 
 __all__ = [
     "Target",
+    "TargetUnresolved",
     "WebhookTargetRefused",
     "address_refusal",
     "build_payload",
@@ -152,12 +153,18 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
         if embedded is not None:
             reason = address_refusal(embedded)
             return f"{reason} (inside {ip})" if reason else None
+        if ip.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return f"{ip} is a site-local address"  # (some Python versions call it global)
     for flag in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(ip, f"is_{flag}"):
             return f"{ip} is a {flag.replace('_', '-')} address"
     if not ip.is_global:
         return f"{ip} is not a public address"
     return None
+
+
+class TargetUnresolved(WebhookTargetRefused):
+    """The host did not resolve (now): refused for a new URL, retried for a delivery."""
 
 
 @dataclass(frozen=True)
@@ -206,8 +213,10 @@ async def _addresses(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:  # UnicodeError: not a valid IDNA name
-        raise WebhookTargetRefused(f"cannot resolve {host!r}: {exc}") from exc
+    except UnicodeError as exc:  # not a valid IDNA name: it never will be
+        raise WebhookTargetRefused(f"cannot resolve {host!r}: not a valid name ({exc})") from exc
+    except OSError as exc:
+        raise TargetUnresolved(f"cannot resolve {host!r}: {exc}") from exc
     # Drop an IPv6 zone (fe80::1%eth0): the address itself is what the policy judges.
     return list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
 

@@ -34,7 +34,8 @@ from app.db import outbox
 from app.db.tables import utcnow
 from app.db.thread import DatabaseThread
 from app.db.webhook_tables import DeliveryStatus, WebhookDelivery
-from app.webhooks.policy import WebhookTargetRefused, check_target, next_attempt
+from app.webhooks.policy import TargetUnresolved, WebhookTargetRefused, check_target, next_attempt
+from app.webhooks.post import post_bounded
 from invokeai_py_client.webhooks import (
     generate_secret,
     parse_retry_after,
@@ -176,6 +177,10 @@ class WebhookWorker:
             target = await check_target(
                 delivery.url, allow_private=self.settings.webhook_allow_private
             )
+        except TargetUnresolved as exc:  # a DNS failure may pass: try again later
+            retry_at = self._retry_at(delivery, None)
+            await self._record(delivery, None, exc.detail[:MAX_ERROR_CHARS], None, retry_at)
+            return
         except WebhookTargetRefused as exc:
             # Checked again at send time: DNS may have changed since the URL was accepted.
             await self._record(
@@ -190,8 +195,13 @@ class WebhookWorker:
         extensions = {"sni_hostname": target.host} if target.address else None
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                target.pinned_url(), content=body, headers=headers, extensions=extensions
+            response = await post_bounded(
+                self._http,
+                target.pinned_url(),
+                content=body,
+                headers=headers,
+                extensions=extensions,
+                deadline=self.settings.webhook_timeout_seconds,
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

@@ -12,8 +12,8 @@ import mimetypes
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from .._paths import segment
 from .._portal import sync_twin
 from ..exceptions import InvokeAIError
 from .models import UNCATEGORIZED_BOARD_ID, Board, ImageCategory, IvkImage, parse_images
@@ -144,7 +144,7 @@ class BoardHandle:
 
     async def alist_image_names(self) -> list[str]:
         """The names of every image on the board, in one request."""
-        body = await self._http.get_json(f"/boards/{quote(self.board_id, safe='')}/image_names")
+        body = await self._http.get_json(f"/boards/{segment(self.board_id)}/image_names")
         return [str(name) for name in body]
 
     list_image_names = sync_twin(alist_image_names)
@@ -243,14 +243,14 @@ class BoardHandle:
         Raises:
             NotFoundError: no image has this name.
         """
-        body = await self._http.delete_json(f"/images/i/{quote(image_name, safe='')}")
+        body = await self._http.delete_json(f"/images/i/{segment(image_name)}")
         return image_name in body.get("deleted_images", [])
 
     delete_image = sync_twin(adelete_image)
 
     async def _set_starred(self, image_name: str, starred: bool) -> IvkImage:
         body = await self._http.patch_json(
-            f"/images/i/{quote(image_name, safe='')}", json_body={"starred": starred}
+            f"/images/i/{segment(image_name)}", json_body={"starred": starred}
         )
         return IvkImage.model_validate(body)
 

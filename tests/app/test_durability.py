@@ -51,7 +51,7 @@ def stored(data_dir: Path, run_id: str) -> tuple[Run, list[RunEvent], list[Webho
 
 
 async def test_a_crash_right_after_a_run_ends_keeps_its_event_and_deliveries(
-    tmp_path: Path, invokeai_url: str, shared_workflows_dir: Path
+    tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     secret = generate_secret()
     port = free_port()
@@ -63,7 +63,7 @@ async def test_a_crash_right_after_a_run_ends_keeps_its_event_and_deliveries(
             crashing = {**settings, CRASH_AFTER_ENV: "run.succeeded"}
             with gateway_process(tmp_path, invokeai_url, port, **crashing) as first:
                 await wait_until(lambda: gateway_up(http))
-                workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+                workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
                 join = (await http.post("/workflows", json=workflow)).json()
                 body = {"inputs": words(), "webhook_url": receiver.url}
                 response = await http.post(f"/workflows/{join['id']}/runs", json=body)

@@ -147,4 +147,6 @@ async def test_oversized_workflow_is_413(
 ) -> None:
     data = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     data["notes"] = "x" * (gateway_settings.max_upload_bytes + 1)
-    _problem(await http.post("/workflows", content=json.dumps(data).encode()), 413)
+    body = json.dumps(data).encode()
+    json_type = {"content-type": "application/json"}
+    _problem(await http.post("/workflows", content=body, headers=json_type), 413)

@@ -144,3 +144,21 @@ def test_parse_secrets_and_generate_secret() -> None:
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
     assert secret != generate_secret()
+
+
+def test_a_body_that_is_not_utf8_is_a_signature_error_in_a_real_receiver() -> None:
+    """A receiver that relies on ``verify_signature`` refuses the body instead of crashing."""
+    import httpx
+
+    from tests.support.webhook_receiver import WebhookReceiver
+
+    secret = generate_secret()
+    body = b'{"type": "run.succeeded", "x": "\xff\xfe"}'
+    headers = webhook_headers(b"{}", secret, msg_id="msg_1", timestamp=int(time.time()))
+    with WebhookReceiver(secrets=[secret]) as receiver:
+        response = httpx.post(receiver.url, content=body, headers=headers, timeout=10)
+        assert response.status_code == 200  # the receiver answered (it did not crash)
+        (got,) = receiver.snapshot()
+    assert not got.verified and got.error == "the body is not UTF-8 text"
+    with pytest.raises(InvalidWebhookSignatureError, match="UTF-8"):
+        verify_signature(body, headers, secret)

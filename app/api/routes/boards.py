@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import client_of
 from app.core.errors import NotFound
+from app.core.names import BOARD_ID_PATTERN, ID_MAX_CHARS
 from invokeai_py_client.board.models import UNCATEGORIZED_BOARD_ID, Board
 from invokeai_py_client.exceptions import NotFoundError
 
@@ -70,7 +71,7 @@ async def create_board(request: Request, body: BoardCreate) -> BoardPublic:
 )
 async def delete_board(
     request: Request,
-    board_id: str,
+    board_id: Annotated[str, Path(pattern=BOARD_ID_PATTERN, max_length=ID_MAX_CHARS)],
     delete_images: Annotated[
         bool, Query(description="Also delete its images (otherwise they become uncategorized).")
     ] = False,

@@ -28,6 +28,7 @@ SEND_TIMEOUT_SECONDS = 30.0
 # Event ids are SQLite integers: a larger id is refused (422) before the stream starts, where
 # the query would otherwise fail after the 200 was sent.
 MAX_EVENT_ID = 2**63 - 1
+
 LastEventIdHeader = Annotated[
     int | None,
     Header(

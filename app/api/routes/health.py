@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from app.api.deps import client_of, engine_of
+from app.api.deps import client_of, engine_of, settings_of
+from app.core.caller import is_trusted_caller
 from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
@@ -54,7 +55,11 @@ async def livez() -> Liveness:
     responses={503: {"model": Readiness, "description": "A dependency is down."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when InvokeAI answers, its event stream is connected, and the database is writable."""
+    """Ready when InvokeAI answers, its event stream is connected, and the database is writable.
+
+    Which check failed is shown to everyone; why (``details``) only to a caller with an API
+    key (or to everyone when no keys are set: then only local programs are answered).
+    """
     client = client_of(request)
     invokeai, database = await asyncio.gather(
         _check_invokeai(client), _check_database(engine_of(request))
@@ -63,6 +68,8 @@ async def readyz(request: Request) -> JSONResponse:
     events = await _check_events(client) if invokeai is None else "InvokeAI unreachable"
     problems = {"invokeai": invokeai, "events": events, "database": database}
     body = readiness(problems)
+    if not is_trusted_caller(request, settings_of(request)):
+        body.details = {}  # internal URLs and database errors are for the operator only
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
 

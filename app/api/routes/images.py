@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.deps import client_of, settings_of
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
+from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
 from invokeai_py_client import BoardHandle
 from invokeai_py_client.board import BoardRepository
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
@@ -179,7 +180,7 @@ async def _board_handle(repo: BoardRepository, board_id: str | None) -> BoardHan
 )
 async def download_image(
     request: Request,
-    image_name: str,
+    image_name: Annotated[str, Path(pattern=IMAGE_NAME_PATTERN, max_length=IMAGE_NAME_MAX_CHARS)],
     thumbnail: Annotated[bool, Query(description="The WEBP thumbnail instead.")] = False,
 ) -> Response:
     """Stream an image from InvokeAI: the full PNG, or the thumbnail with ``?thumbnail=1``.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -12,6 +11,7 @@ from pydantic import Field, ValidationError
 from app.api.deps import RunDep, RunServiceDep, SessionDep, WorkflowToRunDep
 from app.api.limits import read_body_limited
 from app.core.errors import GatewayError, InputInvalid
+from app.core.timestamps import UTCTimestamp
 from app.db import queries
 from app.db.claims import PUBLIC_STATUSES, request_hash
 from app.db.tables import Run, RunStatus
@@ -180,8 +180,10 @@ def list_runs(
     status_: Annotated[
         list[RunStatus] | None, Query(alias="status", description="Only runs in these statuses.")
     ] = None,
-    created_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive.")] = None,
-    created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive.")] = None,
+    created_after: Annotated[UTCTimestamp | None, Query(description="ISO 8601, inclusive.")] = None,
+    created_before: Annotated[
+        UTCTimestamp | None, Query(description="ISO 8601, exclusive.")
+    ] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import RunDep, SessionDep, SettingsDep, webhook_worker_of
-from app.core.errors import NotFound, WorkflowInvalid
+from app.core.errors import GatewayError, NotFound, WorkflowInvalid
 from app.db import outbox, queries
 from app.db.webhook_tables import WebhookDelivery, WebhookSubscription
 from app.schemas.events import DEFAULT_WEBHOOK_EVENTS, WebhookEventName
@@ -30,6 +30,13 @@ from app.webhooks.policy import check_target
 __all__ = ["router"]
 
 router = APIRouter(tags=["webhooks"])
+
+
+class TooManySubscriptions(GatewayError):
+    """The cap on standing subscriptions (``GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS``) is reached."""
+
+    status_code = 409
+    title = "Too many subscriptions"
 
 
 def _subscription(row: WebhookSubscription) -> SubscriptionPublic:
@@ -61,12 +68,18 @@ def _notify(request: Request) -> None:
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionPublic,
-    responses={422: {"description": "Bad body, unknown workflow, or a refused URL."}},
+    responses={
+        409: {"description": "As many subscriptions as GATEWAY_WEBHOOK_MAX_SUBSCRIPTIONS."},
+        422: {"description": "Bad body, unknown workflow, or a refused URL."},
+    },
 )
 async def create_subscription(
     body: SubscriptionCreate, session: SessionDep, settings: SettingsDep, response: Response
 ) -> SubscriptionPublic:
     """Deliver matching events of every run (of one workflow, or all) to a URL."""
+    cap = settings.webhook_max_subscriptions
+    if len(await run_in_threadpool(outbox.list_subscriptions, session=session)) >= cap:
+        raise TooManySubscriptions(f"there are already {cap} subscriptions: delete one first")
     await check_target(body.url, allow_private=settings.webhook_allow_private)
     if body.workflow_id is not None:
         found = await run_in_threadpool(
