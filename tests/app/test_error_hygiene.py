@@ -89,9 +89,9 @@ async def test_deeply_nested_json_is_a_client_error(keyed: httpx.AsyncClient, pa
 
 @pytest.mark.invokeai
 async def test_deeply_nested_run_inputs_are_a_client_error(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    join = await register(http, load_json(shared_workflows_dir / "join_three_legacy.json"))
+    join = await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
     depth = 100_000
     body = b'{"inputs": {"0": ' + b"[" * depth + b"]" * depth + b"}}"
     response = await http.post(

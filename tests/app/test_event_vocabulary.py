@@ -59,7 +59,9 @@ def test_openapi_documents_the_sse_routes_with_run_event_public(tmp_path: Path) 
 async def test_every_event_of_a_real_run_matches_its_payload_model(
     http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    workflow = await register(http, load_json(workflows_dir / "join_three_strings_exposed_fields.json"))
+    workflow = await register(
+        http, load_json(workflows_dir / "join_three_strings_exposed_fields.json")
+    )
     response = await http.post(
         f"/workflows/{workflow['id']}/runs", json={"inputs": {"0": "a", "2": "b"}}
     )

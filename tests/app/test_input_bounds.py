@@ -123,9 +123,9 @@ async def test_dot_segment_names_never_reach_another_invokeai_route(
 
 @pytest.mark.invokeai
 async def test_an_image_input_named_dot_dot_is_refused(
-    http: httpx.AsyncClient, shared_workflows_dir: Path
+    http: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    crop = await register(http, load_json(shared_workflows_dir / "crop_upload.json"))
+    crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
     for name in ("..", "."):
         response = await http.post(f"/workflows/{crop['id']}/runs", json={"inputs": {"0": name}})
         # Before: GET /api/v1/images/i/.. is /api/v1/images/ (a list): the name "existed".

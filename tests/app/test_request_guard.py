@@ -40,8 +40,8 @@ async def local(tmp_path: Path, invokeai_url: str) -> AsyncIterator[httpx.AsyncC
         yield http
 
 
-def _workflow(shared_workflows_dir: Path) -> bytes:
-    return json.dumps(load_json(shared_workflows_dir / "join_three_legacy.json")).encode()
+def _workflow(workflows_dir: Path) -> bytes:
+    return json.dumps(load_json(workflows_dir / "join_three_strings_exposed_fields.json")).encode()
 
 
 async def _workflow_count(http: httpx.AsyncClient) -> int:
@@ -63,9 +63,9 @@ async def test_dns_rebinding_host_is_refused(local: httpx.AsyncClient) -> None:
 
 @pytest.mark.invokeai
 async def test_cross_site_simple_post_registers_nothing(
-    local: httpx.AsyncClient, shared_workflows_dir: Path
+    local: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    body = _workflow(shared_workflows_dir)
+    body = _workflow(workflows_dir)
     # What <form enctype="text/plain"> or fetch(..., {mode: "no-cors"}) sends: no preflight.
     attack = {"Origin": EVIL, "Content-Type": "text/plain", "Sec-Fetch-Site": "cross-site"}
     response = await local.post("/workflows", content=body, headers=attack)
@@ -101,9 +101,9 @@ async def test_cross_origin_multipart_upload_never_reaches_invokeai(
 
 @pytest.mark.invokeai
 async def test_json_routes_want_a_json_content_type(
-    local: httpx.AsyncClient, shared_workflows_dir: Path
+    local: httpx.AsyncClient, workflows_dir: Path
 ) -> None:
-    body = _workflow(shared_workflows_dir)
+    body = _workflow(workflows_dir)
     for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {"Content-Type": content_type} if content_type else {}
         response = await local.post("/workflows", content=body, headers=headers)

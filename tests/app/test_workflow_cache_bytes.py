@@ -25,9 +25,9 @@ WORKFLOWS = 7
 
 
 async def test_big_workflows_do_not_pile_up_in_memory(
-    gateway_settings: Settings, shared_workflows_dir: Path
+    gateway_settings: Settings, workflows_dir: Path
 ) -> None:
-    workflow = load_json(shared_workflows_dir / "join_three_legacy.json")
+    workflow = load_json(workflows_dir / "join_three_strings_exposed_fields.json")
     async with (
         serve_gateway(gateway_settings.data_dir, gateway_settings.invokeai_url) as served,
         httpx.AsyncClient(base_url=served.url, timeout=60) as http,
