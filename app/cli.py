@@ -1,4 +1,5 @@
-"""``invokeai-gateway serve | migrate`` (also ``python -m app``).
+"""``invokeai-gateway serve | migrate`` (also ``python -m app``), and the client commands
+``workflows``, ``run`` and ``runs`` that drive a gateway over HTTP (``app.remote_cli``).
 
 Every flag of ``serve`` has an environment twin (``INVOKEAI_URL``, ``GATEWAY_*``); a flag given
 on the command line wins over the environment.
@@ -13,6 +14,7 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.db import run_migrations
+from app.remote_cli import add_client_commands, run_client_command
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
     _add_settings_flags(migrate)
+    add_client_commands(commands)
     return parser
 
 
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve"])
+    if getattr(args, "client_handler", None) is not None:
+        return run_client_command(args)
     command = args.command
     settings = settings_from_args(args)
     if command == "migrate":
