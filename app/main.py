@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from app._version import gateway_version
 from app.api.main import api_router
+from app.console import mount_console
 from app.core.config import Settings, get_settings
 from app.core.db import checkpoint_forever, make_engine, run_migrations
 from app.core.errors import install_handlers
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     install_security(app, settings)
     app.include_router(api_router)
+    mount_console(app)  # the web console at /ui
     return app
 
 

@@ -1,9 +1,10 @@
 """API keys, the loopback-only rule, CORS, and errors that carry their own headers.
 
-With ``GATEWAY_API_KEYS`` set, every request but the health probes (``/livez``, ``/readyz``)
-and CORS preflights needs ``Authorization: Bearer <key>``; this includes ``/docs`` and
-``/openapi.json`` (the spec maps the whole API, so it is not shown to strangers) and unknown
-paths (a 401 rather than a 404, so paths cannot be probed). The check is an ASGI middleware,
+With ``GATEWAY_API_KEYS`` set, every request but the health probes (``/livez``, ``/readyz``),
+the web console's static files (``/ui/``) and CORS preflights needs
+``Authorization: Bearer <key>``; this includes ``/docs`` and ``/openapi.json`` (the spec maps
+the whole API, so it is not shown to strangers) and unknown paths (a 401 rather than a 404,
+so paths cannot be probed). The check is an ASGI middleware,
 so it also covers the SSE routes and routes FastAPI adds by itself. Keys are compared in
 constant time against every configured key.
 
@@ -40,6 +41,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/livez", "/readyz"})
+# The web console's static files hold no data; the calls the page makes carry the key.
+PUBLIC_PREFIXES = ("/ui/",)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -110,6 +113,10 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES)
+
+
 def _is_preflight(scope: Scope) -> bool:
     if scope.get("method") != "OPTIONS":
         return False
@@ -125,7 +132,7 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS or _is_preflight(scope):
+        if scope["type"] != "http" or _is_public(scope.get("path", "")) or _is_preflight(scope):
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
