@@ -42,6 +42,7 @@ SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         "seconds an Idempotency-Key is remembered [GATEWAY_IDEMPOTENCY_TTL]",
     ),
     "--sse-ping": ("sse_ping_seconds", float, "SSE heartbeat interval [GATEWAY_SSE_PING]"),
+    "--log-format": ("log_format", str, "text or json (one JSON line each) [GATEWAY_LOG_FORMAT]"),
     # API keys, passwords and webhook secrets stay environment-only: a flag would show them
     # in the process list.
 }
@@ -82,12 +83,17 @@ def _serve(settings: Settings, log_level: str) -> None:
 
     from app.main import create_app
 
+    # JSON logs: the gateway's own request lines replace uvicorn's access log and format.
+    json_logs: dict[str, Any] = {}
+    if settings.log_format == "json":
+        json_logs = {"log_config": None, "access_log": False}
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        **json_logs,
     )
 
 

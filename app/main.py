@@ -22,6 +22,7 @@ from app.console import mount_console
 from app.core.config import Settings, get_settings
 from app.core.db import checkpoint_forever, make_engine, run_migrations
 from app.core.errors import install_handlers
+from app.core.logging_json import install_json_logging
 from app.core.security import check_bind, install_security
 from app.events import InMemoryEventBroker
 from app.services.runs import RunService
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_handlers(app)
     install_security(app, settings)
+    install_json_logging(app, settings)  # GATEWAY_LOG_FORMAT=json
     app.include_router(api_router)
     mount_console(app)  # the web console at /ui
     return app
