@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ RUN_EXIT = {"succeeded": ExitCode.OK, "failed": ExitCode.RUN_FAILED}
 # How often a dropped event stream is resumed (by event id) before giving up.
 STREAM_RETRIES = 5
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped into a file or another program, tables keep whole ids (rich would cut at 80 columns).
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, highlight=False)
 
 

@@ -9,17 +9,21 @@ With ``CONSOLE_SCREENSHOT=path`` set, a passing run saves the README's picture t
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, Request, async_playwright, expect
 
 from invokeai_py_client import InvokeAIClient
+from tests.app.conftest import wait_until
 from tests.app.live_server import ROOT, serve_gateway
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.workflow_factory import tiny_blur_workflow
@@ -168,3 +172,59 @@ async def test_console_registers_runs_follows_and_cancels(
     assert not [r.url for r in requests if KEY in r.url]  # the key is never in a URL
     streams = [r for r in requests if r.url.endswith("/events?previews=true")]
     assert streams and all(r.headers.get("authorization") == f"Bearer {KEY}" for r in streams)
+
+
+async def test_console_shows_node_previews(
+    invokeai_url: str, aclient: InvokeAIClient, tmp_path: Path
+) -> None:
+    """A ``node.preview`` event on the stream shows its image (fetched with the key).
+
+    The event is published on the gateway's broker, as the gateway publishes every event
+    after storing it; its image is a real one, uploaded through the gateway.
+    """
+    png = io.BytesIO()
+    Image.new("RGB", (48, 40), "teal").save(png, format="PNG")
+    async with (
+        serve_gateway(tmp_path / "gw", invokeai_url, api_keys=KEY) as gw,
+        browser_page("console-previews") as page,
+        httpx.AsyncClient(
+            base_url=gw.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as http,
+    ):
+        uploaded = (await http.post("/images", files={"file": ("p.png", png.getvalue())})).json()
+        workflow = (await http.post("/workflows", json=tiny_blur_workflow())).json()
+        await aclient.queue_repo.apause_processor()
+        try:
+            run = (await http.post(f"/workflows/{workflow['id']}/runs", json={})).json()
+            await page.goto(f"{gw.url}/ui")  # no trailing slash: redirected, still no key
+            await page.fill("#api-key", KEY)
+            await page.click("#key-form button")
+            await page.click('.tab[data-view="history-view"]')
+            await page.click(f'#history tbody tr[data-run-id="{run["id"]}"]')
+            await expect(page.locator("#run-status")).to_have_text("queued")
+            broker = gw.app.state.broker
+            await wait_until(lambda: broker.subscriber_count >= 1, timeout=10)
+            preview = {
+                "node_id": "blur-node",
+                "node_type": "img_blur",
+                "step": 3,
+                "width": 48,
+                "height": 40,
+                "url": uploaded["url"],
+            }
+            await broker.publish(
+                {
+                    "id": 10**9,
+                    "run_id": run["id"],
+                    "workflow_id": workflow["id"],
+                    "event": "node.preview",
+                    "data": preview,
+                    "created_at": datetime.now(UTC),
+                }
+            )
+            await page.wait_for_function(
+                "document.querySelector('#previews img')?.naturalWidth === 48", timeout=15_000
+            )
+        finally:
+            await http.post(f"/runs/{run['id']}/cancel")
+            await aclient.queue_repo.aresume_processor()

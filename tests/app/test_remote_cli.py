@@ -106,6 +106,8 @@ async def test_add_list_run_by_name_and_download(gateway: str, tmp_path: Path) -
     listed_runs = await cli("runs", "ls", "--json", "--workflow", "tiny blur", gateway=gateway)
     assert listed_runs.code == 0
     assert [r["id"] for r in listed_runs.json()["data"]] == [body["run"]["id"]]
+    table = await cli("runs", "ls", gateway=gateway)  # for people: whole ids, even when piped
+    assert table.code == 0 and body["run"]["id"] in table.stdout and "succeeded" in table.stdout
 
 
 async def test_run_shows_a_bar_per_node_and_uploads_an_image(gateway: str, tmp_path: Path) -> None:
