@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.core.config import Settings
-from app.core.db import run_migrations
 from app.remote_cli import add_client_commands, run_client_command
+
+if TYPE_CHECKING:  # the client commands run without the gateway's own dependencies
+    from app.core.config import Settings
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
+    from app.core.config import Settings
+
     overrides: dict[str, Any] = {
         dest: getattr(args, dest)
         for dest, _kind, _help in SERVE_FLAGS.values()
@@ -108,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     settings = settings_from_args(args)
     if command == "migrate":
+        from app.core.db import run_migrations
+
         logging.basicConfig(level=logging.INFO)
         settings.ensure_data_dir()
         run_migrations(settings.database_url)
