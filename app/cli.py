@@ -1,4 +1,5 @@
-"""``invokeai-gateway serve | migrate`` (also ``python -m app``).
+"""``invokeai-gateway serve | migrate`` (also ``python -m app``), and the client commands
+``workflows``, ``run`` and ``runs`` that drive a gateway over HTTP (``app.remote_cli``).
 
 Every flag of ``serve`` has an environment twin (``INVOKEAI_URL``, ``GATEWAY_*``); a flag given
 on the command line wins over the environment.
@@ -10,13 +11,12 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from app.remote_cli import add_client_commands, run_client_command
 
-from app.core.config import Settings
-from app.db.engine import run_migrations
+if TYPE_CHECKING:  # the client commands run without the gateway's own dependencies
+    from app.core.config import Settings
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -44,6 +44,7 @@ SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         "seconds an Idempotency-Key is remembered [GATEWAY_IDEMPOTENCY_TTL]",
     ),
     "--sse-ping": ("sse_ping_seconds", float, "SSE heartbeat interval [GATEWAY_SSE_PING]"),
+    "--log-format": ("log_format", str, "text or json (one JSON line each) [GATEWAY_LOG_FORMAT]"),
     # API keys, passwords and webhook secrets stay environment-only: a flag would show them
     # in the process list.
 }
@@ -65,11 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", help="uvicorn log level")
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest")
     _add_settings_flags(migrate)
+    add_client_commands(commands)
     return parser
 
 
 def redacted(url: str) -> str:
     """A database URL fit for a log: its password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -78,6 +83,11 @@ def redacted(url: str) -> str:
 
 def _refuse_password_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     url = getattr(args, "database_url", None)
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     with contextlib.suppress(ArgumentError):
         if url and make_url(url).password:
             parser.error(
@@ -88,6 +98,8 @@ def _refuse_password_flag(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
+    from app.core.config import Settings
+
     overrides: dict[str, Any] = {
         dest: getattr(args, dest)
         for dest, _kind, _help in SERVE_FLAGS.values()
@@ -101,12 +113,17 @@ def _serve(settings: Settings, log_level: str) -> None:
 
     from app.main import create_app
 
+    # JSON logs: the gateway's own request lines replace uvicorn's access log and format.
+    json_logs: dict[str, Any] = {}
+    if settings.log_format == "json":
+        json_logs = {"log_config": None, "access_log": False}
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        **json_logs,
     )
 
 
@@ -117,9 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["serve"])
     _refuse_password_flag(parser, args)
+    if getattr(args, "client_handler", None) is not None:
+        return run_client_command(args)
     command = args.command
     settings = settings_from_args(args)
     if command == "migrate":
+        from app.db.engine import run_migrations
+
         logging.basicConfig(level=logging.INFO)
         settings.ensure_data_dir()
         run_migrations(settings.database_url)

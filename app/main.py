@@ -18,8 +18,10 @@ from fastapi import FastAPI
 
 from app._version import gateway_version
 from app.api.router import api_router
+from app.console import mount_console
 from app.core.config import Settings, get_settings
 from app.core.errors import install_handlers
+from app.core.logging_json import install_json_logging
 from app.core.request_guard import install_request_guards
 from app.core.security import check_bind, install_security
 from app.db.engine import checkpoint_forever, make_engine, run_migrations
@@ -91,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     install_request_guards(app, settings)
     install_security(app, settings)
+    install_json_logging(app, settings)  # GATEWAY_LOG_FORMAT=json
     app.include_router(api_router)
+    mount_console(app)  # the web console at /ui
     return app
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -124,6 +125,13 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=_env("GATEWAY_MAX_UNFINISHED_RUNS"),
         description="Unfinished runs accepted at once; past it, 429 with Retry-After.",
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=_env("GATEWAY_LOG_FORMAT"),
+        description="`json`: one JSON line per request, per run state change and per log "
+        "record, with request and run ids (see app/core/logging_json.py).",
     )
 
     # -- webhooks ---------------------------------------------------------------------------

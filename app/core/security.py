@@ -1,11 +1,11 @@
 """API keys, the loopback-only rule, CORS, and errors that carry their own headers.
 
 With ``GATEWAY_API_KEYS`` set, every request but the health probes (``/livez``, ``/readyz``)
-needs ``Authorization: Bearer <key>``; this includes ``/docs`` and
-``/openapi.json`` (the spec maps the whole API, so it is not shown to strangers) and unknown
-paths (a 401 rather than a 404, so paths cannot be probed). The check is an ASGI middleware,
-so it also covers the SSE routes and routes FastAPI adds by itself. Keys are compared in
-constant time against every configured key.
+and the web console's static files (``/ui/``) needs ``Authorization: Bearer <key>``; this
+includes ``/docs`` and ``/openapi.json`` (the spec maps the whole API, so it is not shown to
+strangers), CORS preflights and unknown paths (a 401 rather than a 404, so paths cannot be
+probed). The check is an ASGI middleware, so it also covers the SSE routes and routes FastAPI
+adds by itself. Keys are compared in constant time against every configured key.
 
 With no keys, the service refuses a non-loopback host: an open, unauthenticated port on a
 network is never the default; ``app.core.request_guard`` then checks every request's peer,
@@ -41,6 +41,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/livez", "/readyz"})
+# The web console's static files hold no data; the calls the page makes carry the key.
+PUBLIC_PREFIXES = ("/ui/",)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -115,6 +117,10 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES)
+
+
 class ApiKeyMiddleware:
     """Answers 401 problem+json unless the request carries one of the keys."""
 
@@ -125,7 +131,7 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Preflights too: with CORS configured its middleware answers them before this one;
         # without, a preflight that skipped the key would tell which paths exist (405/404).
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+        if scope["type"] != "http" or _is_public(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
