@@ -22,6 +22,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_handlers
 from app.core.security import check_bind, install_security
 from app.db.engine import checkpoint_forever, make_engine, run_migrations
+from app.metrics.route import install_metrics, start_metrics
 from app.runs.service import RunService
 from app.streaming.broker import InMemoryEventBroker
 from app.webhooks.worker import WebhookWorker
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.client = client
         app.state.broker = broker
         app.state.run_service = run_service
+        run_timings = await start_metrics(app, engine, broker)
         await run_service.start()
         webhook_worker = WebhookWorker(engine=engine, settings=settings)
         app.state.webhook_worker = webhook_worker
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
             await run_service.stop()
+            await run_timings.stop()
             await webhook_worker.stop()
             await broker.close()
             await client.aclose()
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_handlers(app)
     install_security(app, settings)
+    install_metrics(app)  # outermost: counts every answer, the key check's 401s too
     app.include_router(api_router)
     return app
 
