@@ -14,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.openai_images.errors import OpenAIError
 
-__all__ = ["MAX_IMAGES", "ImageRequest", "Size", "parse_request", "parse_size"]
+__all__ = ["MAX_IMAGES", "MAX_SIDE", "ImageRequest", "Size", "parse_request", "parse_size"]
 
 # Runs one request may start; OpenAI's own limit for ``n``.
 MAX_IMAGES = 10
+# Pixels per side: beyond it a size is refused before InvokeAI tries to allocate the image.
+MAX_SIDE = 8192
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*x\s*(\d{1,5})\s*$")
 
 
@@ -52,13 +54,15 @@ def parse_size(size: str | None) -> Size | None:
     if size is None or size.strip().lower() == "auto":
         return None
     match = _SIZE.match(size)
-    if match is None or int(match[1]) == 0 or int(match[2]) == 0:
+    sides = (int(match[1]), int(match[2])) if match is not None else (0, 0)
+    if not all(0 < side <= MAX_SIDE for side in sides):
         raise OpenAIError(
-            f"size {size!r} is not WIDTHxHEIGHT in pixels (for example '512x512') or 'auto'",
+            f"size {size!r} is not WIDTHxHEIGHT in pixels (for example '512x512', each side "
+            f"1 to {MAX_SIDE}) or 'auto'",
             param="size",
             code="invalid_size",
         )
-    return Size(int(match[1]), int(match[2]))
+    return Size(*sides)
 
 
 def parse_request(raw: Any) -> ImageRequest:
