@@ -13,7 +13,7 @@ tests) must not share counters. Where each value comes from:
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["DURATION_BUCKETS", "FAST_BUCKETS", "GatewayMetrics"]
 
@@ -29,6 +29,7 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
         self.http_requests = Counter(
             "gateway_http_requests",
             "HTTP requests answered, by method, route template and status code.",

@@ -15,6 +15,7 @@ from functools import wraps
 from typing import Any, ParamSpec
 
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from app.core.errors import GatewayError
 from invokeai_py_client.exceptions import APIConnectionError, APIStatusError
@@ -87,6 +88,9 @@ def as_openai_error(exc: Exception) -> OpenAIError:
         return exc
     if isinstance(exc, GatewayError):
         return _gateway_error(exc)
+    if isinstance(exc, HTTPException):  # Starlette's own: a malformed multipart body, ...
+        kind = INVALID_REQUEST if exc.status_code < 500 else SERVER_ERROR
+        return OpenAIError(str(exc.detail), status=exc.status_code, type_=kind)
     if isinstance(exc, APIConnectionError):
         return OpenAIError(
             f"InvokeAI is unreachable: {exc}",

@@ -10,8 +10,8 @@ otherwise) when the workflow has a seed input.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from app.openai_images.mapping import MappedInput, Role
 from app.openai_images.requests import ImageRequest, Size
 from app.openai_images.store import ServedWorkflow, load_run
 from app.runs.service import RunService, Submission
-from app.streaming.broker import EventBroker, SubscriberLagging, is_terminal_event
+from app.streaming.broker import Event, EventBroker, SubscriberLagging, is_terminal_event
 
 __all__ = ["RUN_WAIT_SECONDS", "ImageJob", "run_images"]
 
@@ -109,10 +109,22 @@ async def _finished(engine: Engine, broker: EventBroker, run_id: str) -> Run:
             run = await asyncio.to_thread(load_run, engine, run_id)
             if run is not None and run.status in TERMINAL_STATUSES:
                 return run
-            with contextlib.suppress(TimeoutError, SubscriberLagging, StopAsyncIteration):
-                event = await asyncio.wait_for(anext(events), RECHECK_SECONDS)
-                if is_terminal_event(event):
-                    continue  # read the stored run (its outputs) at the top
+            await _until_terminal_event(events)
+
+
+async def _until_terminal_event(events: AsyncIterator[Event]) -> None:
+    """Return at the run's terminal event, after ``RECHECK_SECONDS`` without any event, or
+    when events were dropped: the caller then reads the run again."""
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(events), RECHECK_SECONDS)
+        except (TimeoutError, SubscriberLagging):
+            return
+        except StopAsyncIteration:  # the broker closed (shutdown): poll
+            await asyncio.sleep(RECHECK_SECONDS)
+            return
+        if is_terminal_event(event):
+            return
 
 
 def _failure(run: Run) -> OpenAIError:

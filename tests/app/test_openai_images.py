@@ -18,7 +18,11 @@ from PIL import Image
 from app.main import create_app
 from tests.app.conftest import TIMEOUT, make_settings, register
 from tests.app.live_server import serve
-from tests.support.openai_workflows import image_to_image_workflow, text_to_image_workflow
+from tests.support.openai_workflows import (
+    failing_text_to_image_workflow,
+    image_to_image_workflow,
+    text_to_image_workflow,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -128,6 +132,21 @@ async def test_bad_size_and_bad_n_are_400s(
     assert (await http.get("/runs")).json()["count"] == 0  # nothing was run
 
 
+async def test_a_failed_run_is_a_500_the_sdk_does_not_retry(
+    http: httpx.AsyncClient, gateway: str
+) -> None:
+    await register(http, failing_text_to_image_workflow("fails"))
+    # The SDK's default retries: the answer's x-should-retry: false must stop them.
+    async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="k", max_retries=2) as sdk:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await sdk.images.generate(model="fails", prompt="x")
+    body: Any = caught.value.body
+    assert body["code"] == "run_failed" and body["type"] == "server_error"
+    runs = (await http.get("/runs")).json()["data"]
+    assert [r["status"] for r in runs] == ["failed"]  # one run: no retry
+    assert runs[0]["id"] in body["message"]
+
+
 async def test_edit_runs_the_workflow_on_the_uploaded_image(
     http: httpx.AsyncClient, sdk: openai.AsyncOpenAI
 ) -> None:
@@ -155,6 +174,11 @@ async def test_edit_needs_an_image_input(http: httpx.AsyncClient, sdk: openai.As
             model="no image input", image=("a.png", b"not read", "image/png"), prompt="x"
         )
     assert caught.value.body["param"] == "image"  # type: ignore[index]
+    no_boundary = await http.post(
+        "/v1/images/edits", headers={"content-type": "multipart/form-data"}, content=b"x"
+    )
+    assert no_boundary.status_code == 400, no_boundary.text
+    assert no_boundary.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_explicit_mapping_overrides_detection(http: httpx.AsyncClient) -> None:

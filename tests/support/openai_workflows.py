@@ -62,3 +62,15 @@ def image_to_image_workflow(name: str = "resizer") -> dict[str, Any]:
     b.expose(resize, "width")
     b.expose(resize, "height")
     return b.build()
+
+
+def failing_text_to_image_workflow(name: str = "always fails") -> dict[str, Any]:
+    """A prompt input and an image node whose width comes from a random integer with its low
+    bound above its high one: InvokeAI fails the run at that node."""
+    b = WorkflowBuilder(name=name)
+    meta = _metadata_node(b)
+    width = b.node("rand_int", {"low": 10, "high": 5}, use_cache=False)
+    blank = b.node("blank_image", {"height": 8, "mode": "RGB"}, is_intermediate=False)
+    b.edge(meta, "metadata", blank, "metadata")
+    b.edge(width, "value", blank, "width")
+    return b.build()
