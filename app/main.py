@@ -26,6 +26,7 @@ from app.core.request_guard import install_request_guards
 from app.core.security import check_bind, install_security
 from app.db.engine import checkpoint_forever, make_engine, run_migrations
 from app.db.thread import DatabaseThread
+from app.metrics.route import install_metrics, start_metrics
 from app.runs.service import RunService
 from app.streaming.broker import InMemoryEventBroker
 from app.webhooks.worker import WebhookWorker
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.client = client
         app.state.broker = broker
         app.state.run_service = run_service
+        run_timings = await start_metrics(app, engine, broker)
         await run_service.start()
         webhook_worker = WebhookWorker(engine=engine, db=db, settings=settings)
         app.state.webhook_worker = webhook_worker
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
             await run_service.stop()
+            await run_timings.stop()
             await webhook_worker.stop()
             await broker.close()
             await client.aclose()
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_guards(app, settings)
     install_security(app, settings)
     install_json_logging(app, settings)  # GATEWAY_LOG_FORMAT=json
+    install_metrics(app)  # outermost: counts every answer, the key check's 401s too
     app.include_router(api_router)
     mount_console(app)  # the web console at /ui
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.routes import boards, events, health, images, models, runs, webhooks, workflows
+from app.metrics import route as metrics
+from app.openai_images import router as openai_images
 
 __all__ = ["api_router"]
 
@@ -18,3 +20,6 @@ api_router.include_router(boards.router)
 api_router.include_router(models.router)
 api_router.include_router(health.router)
 api_router.include_router(webhooks.router)
+api_router.include_router(openai_images.mapping_router)
+api_router.include_router(openai_images.router)
+api_router.include_router(metrics.router)

@@ -6,8 +6,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.core.config import Settings
+from app.db import (
+    openai_tables,  # noqa: F401 (registers the table)
+    webhook_tables,  # noqa: F401 (registers the tables)
+)
 from app.db import tables as models  # registers the tables
-from app.db import webhook_tables  # noqa: F401 (registers the tables)
 from app.db.engine import make_engine
 
 config = context.config

@@ -1,0 +1,1 @@
+"""Prometheus metrics at ``/metrics``: HTTP, runs, webhooks and the InvokeAI backend."""

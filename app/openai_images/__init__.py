@@ -1,0 +1,1 @@
+"""An OpenAI-compatible images API (``/v1``) served by registered workflows."""
