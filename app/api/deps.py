@@ -26,6 +26,7 @@ from app.webhooks.worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
 
 __all__ = [
+    "BrokerDep",
     "ClientDep",
     "RunDep",
     "RunServiceDep",
@@ -98,10 +99,15 @@ async def get_run_service(request: Request) -> RunService:
     return run_service_of(request)
 
 
+async def get_broker(request: Request) -> EventBroker:
+    return broker_of(request)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[InvokeAIClient, Depends(get_client)]
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
+BrokerDep = Annotated[EventBroker, Depends(get_broker)]
 
 
 def _release(session: Session) -> None:
