@@ -41,11 +41,12 @@ SMALL_BODY_BYTES = 64 * 1024
 DRAIN_BYTES = 1024 * 1024
 
 _ID = r"[^/]+"
-# (method, path) of the routes that take files; the first three also take multipart.
+# (method, path) of the routes that take files; these take multipart, run bodies only JSON.
 _MULTIPART_ROUTES = (
     ("POST", re.compile(r"^/workflows/?$")),
     ("PUT", re.compile(rf"^/workflows/{_ID}/?$")),
     ("POST", re.compile(r"^/images/?$")),
+    ("POST", re.compile(r"^/v1/images/edits/?$")),  # OpenAI's edits: the image as a file
 )
 _LARGE_ROUTES = (*_MULTIPART_ROUTES, ("POST", re.compile(rf"^/workflows/{_ID}/runs/?$")))
 
