@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_py_client import InvokeAIClient
-from tests.support import invokeai_server
+from invokeai_py_client import InvokeAIClient, IvkDnnModel
+from invokeai_py_client.exceptions import ConflictError
+from tests.support import invokeai_server, tiny_models
 
 OWN_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
 # The editor files that run as they are (an image input aside), one per way a file declares
@@ -73,3 +74,20 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
         yield c
     finally:
         await c.aclose()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1(invokeai_url: str) -> IvkDnnModel:
+    """A tiny random-weight SD1.5 pipeline, built once per machine, installed in place here.
+
+    Installed with the client's own model API; a server that has it already (a reused
+    ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used.
+    """
+    folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / tiny_models.SD1_NAME
+    with InvokeAIClient.from_url(invokeai_url) as client:
+        repo = client.dnn_model_repo
+        try:
+            return repo.install_model(str(folder), config={"name": tiny_models.SD1_NAME})
+        except ConflictError:
+            (model,) = repo.find_models(tiny_models.SD1_NAME, base="sd-1", type="main", exact=True)
+            return model

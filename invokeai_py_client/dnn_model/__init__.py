@@ -1,7 +1,7 @@
 """Installed models, and matching a workflow's model references to them."""
 
-from .models import BaseModelEnum, IvkDnnModel, ModelFormat, ModelType
-from .repo import DnnModelRepository
+from .models import BaseModelEnum, IvkDnnModel, ModelFormat, ModelInstallJob, ModelType
+from .repo import DnnModelRepository, ModelInstallError
 from .sync import (
     MatchMethod,
     ModelSyncReport,
@@ -16,6 +16,8 @@ __all__ = [
     "IvkDnnModel",
     "MatchMethod",
     "ModelFormat",
+    "ModelInstallError",
+    "ModelInstallJob",
     "ModelSyncReport",
     "ModelType",
     "ResolvedModel",

@@ -16,9 +16,11 @@ from pydantic import Field
 from .._models import APIModel
 
 __all__ = [
+    "INSTALL_FINISHED",
     "BaseModelEnum",
     "IvkDnnModel",
     "ModelFormat",
+    "ModelInstallJob",
     "ModelType",
     "filter_models",
     "parse_models",
@@ -164,3 +166,28 @@ def filter_models(
         for m in models
         if (base is None or m.base == base) and (type is None or m.type == type) and name_matches(m)
     ]
+
+
+INSTALL_FINISHED = frozenset({"completed", "error", "cancelled"})
+
+
+class ModelInstallJob(APIModel):
+    """A model install job of the server (``/api/v2/models/install``), as last read.
+
+    ``status`` is one of waiting, downloading, downloads_done, running, paused, completed,
+    error or cancelled; ``config_out`` is the installed model once ``completed``.
+    """
+
+    id: int
+    status: str
+    source: Any = None
+    error: str | None = None
+    error_reason: str | None = None
+    bytes: int | None = None
+    total_bytes: int | None = None
+    config_out: IvkDnnModel | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will change no more (completed, error or cancelled)."""
+        return self.status in INSTALL_FINISHED

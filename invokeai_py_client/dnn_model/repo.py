@@ -8,17 +8,33 @@ Filters run here rather than on the server: the server validates ``base_models``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .._paths import segment
 from .._portal import sync_twin
-from .models import IvkDnnModel, filter_models, parse_models
+from ..exceptions import InvokeAIError
+from .models import IvkDnnModel, ModelInstallJob, filter_models, parse_models
 
 if TYPE_CHECKING:
     from .._http import HttpCore
     from ..client import InvokeAIClient
 
-__all__ = ["DnnModelRepository", "models_api_prefix"]
+__all__ = ["DnnModelRepository", "ModelInstallError", "models_api_prefix"]
+
+# How often an install job is read while it runs: a local folder installs in well under a
+# second, so a short period keeps the wait close to the server's own time.
+INSTALL_POLL_SECONDS = 0.2
+
+
+class ModelInstallError(InvokeAIError):
+    """An install job ended in ``error`` or ``cancelled``, or did not end in time."""
+
+    def __init__(self, message: str, job: ModelInstallJob | None = None) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 def models_api_prefix(api_prefix: str) -> str:
@@ -95,3 +111,74 @@ class DnnModelRepository:
         return filter_models(models, name=name, exact=exact)
 
     find_models = sync_twin(afind_models)
+
+    async def ainstall_model(
+        self,
+        source: str,
+        *,
+        inplace: bool = True,
+        config: Mapping[str, Any] | None = None,
+        timeout: float = 600.0,
+        on_progress: Callable[[ModelInstallJob], None] | None = None,
+    ) -> IvkDnnModel:
+        """Install a model from a local path (file or diffusers folder) or a URL, and wait.
+
+        Args:
+            source: an absolute path on the server's machine, a URL, or a Hugging Face repo id.
+            inplace: keep a local model where it is instead of copying it into the models folder.
+            config: values that override what the server probes (``name``, ``description``...).
+            timeout: seconds to wait for the job to finish.
+            on_progress: called with the job every time it is read while it runs.
+
+        Returns:
+            The installed model's record.
+
+        Raises:
+            ConflictError: the model (by path or repo id) is installed already.
+            ModelInstallError: the job ended in error or was cancelled (the server's reason
+                in the message), or did not finish within ``timeout``.
+        """
+        body = await self._http.post_json(
+            self._url("/install"),
+            absolute=True,
+            params={"source": source, "inplace": str(inplace).lower()},
+            json_body=dict(config or {}),
+        )
+        job = await self.await_install_job(
+            ModelInstallJob.model_validate(body), timeout=timeout, on_progress=on_progress
+        )
+        if job.status != "completed" or job.config_out is None:
+            reason = job.error_reason or job.error or job.status
+            raise ModelInstallError(f"installing {source!r} ended {job.status}: {reason}", job)
+        return job.config_out
+
+    install_model = sync_twin(ainstall_model)
+
+    async def await_install_job(
+        self,
+        job: ModelInstallJob,
+        *,
+        timeout: float = 600.0,
+        on_progress: Callable[[ModelInstallJob], None] | None = None,
+    ) -> ModelInstallJob:
+        """Read an install job until it finishes; the job as last read."""
+        deadline = time.monotonic() + timeout
+        while not job.finished:
+            if on_progress is not None:
+                on_progress(job)
+            if time.monotonic() > deadline:
+                raise ModelInstallError(f"install job {job.id} still {job.status}", job)
+            await asyncio.sleep(INSTALL_POLL_SECONDS)
+            body = await self._http.get_json(self._url(f"/install/{job.id}"), absolute=True)
+            job = ModelInstallJob.model_validate(body)
+        return job
+
+    async def adelete_model(self, key: str) -> None:
+        """Delete an installed model (a model installed in place keeps its files).
+
+        Raises:
+            NotFoundError: no model has this key.
+        """
+        await self._http.delete_json(self._url(f"/i/{segment(key)}"), absolute=True)
+
+    delete_model = sync_twin(adelete_model)

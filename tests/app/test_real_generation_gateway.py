@@ -1,0 +1,70 @@
+"""Text to image with a real (tiny) diffusion model through the gateway.
+
+The shipped "Text to Image - SD1.5" workflow is registered as users register it, run with the
+model given by key, followed over SSE step by step, and its 64x64 image fetched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from PIL import Image
+
+from invokeai_py_client import IvkDnnModel
+from tests.app.conftest import load_json, register
+
+pytestmark = pytest.mark.invokeai
+
+
+async def test_text_to_image_sd15_through_the_gateway(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
+    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+    assert next(i for i in workflow["inputs"] if i["label"] == "model")["type"] == "model"
+    body = {
+        "inputs": {
+            index["model"]: tiny_sd1.key,
+            index["Positive Prompt"]: "a tiny test",
+            index["Width"]: 64,
+            index["Height"]: 64,
+        }
+    }
+    response = await http.post(f"/workflows/{workflow['id']}/runs", json=body)
+    assert response.status_code == 202, response.text
+    run = response.json()
+
+    kinds: list[str] = []
+    progress: list[dict[str, object]] = []
+    async with aconnect_sse(http, "GET", run["links"]["events"]) as source:
+        async for sse in source.aiter_sse():
+            kinds.append(sse.event)
+            if sse.event == "node.progress":
+                progress.append(json.loads(sse.data)["data"])
+    assert kinds[-1] == "run.succeeded", kinds
+    assert len(progress) >= 2  # denoising steps, each relayed
+    percentages = [p["percentage"] for p in progress if p.get("percentage") is not None]
+    assert percentages == sorted(percentages) and percentages
+
+    finished = (await http.get(f"/runs/{run['id']}")).json()
+    (image_name,) = [name for out in finished["outputs"] for name in out["image_names"]]
+    png = (await http.get(f"/images/{image_name}")).content
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+async def test_an_unknown_model_key_is_refused_naming_the_input(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
+    model = next(i for i in workflow["inputs"] if i["label"] == "model")
+    response = await http.post(
+        f"/workflows/{workflow['id']}/runs",
+        json={"inputs": {str(model["index"]): "no-such-model-key"}},
+    )
+    assert response.status_code == 422, response.text
+    assert "model" in response.text and str(model["index"]) in response.text

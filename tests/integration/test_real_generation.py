@@ -1,0 +1,78 @@
+"""Real text-to-image with a diffusion model, end to end, on the CPU.
+
+The model is a random-weight SD1.5 pipeline made for the tests (``tests/support/tiny_models``):
+InvokeAI loads and runs it like any SD1.5 checkpoint, so the shipped "Text to Image - SD1.5"
+workflow really denoises, sends per-step progress with JPEG previews, decodes and saves an
+image of the size asked for.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
+from invokeai_py_client.dnn_model import ModelInstallError
+
+pytestmark = pytest.mark.invokeai
+
+SD15_FILE = "Text to Image - SD1.5.json"
+
+
+def test_the_installed_model_is_listed_by_base_and_type(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel
+) -> None:
+    assert (str(tiny_sd1.base), str(tiny_sd1.type), str(tiny_sd1.format)) == (
+        "sd-1",
+        "main",
+        "diffusers",
+    )
+    listed = client.dnn_model_repo.list_models(base="sd-1", type="main")
+    assert tiny_sd1.key in {model.key for model in listed}
+    assert client.dnn_model_repo.list_models(base="sdxl", type="main") == [] or all(
+        model.key != tiny_sd1.key for model in client.dnn_model_repo.list_models(base="sdxl")
+    )
+    assert client.dnn_model_repo.get_model_by_key(tiny_sd1.key).name == tiny_sd1.name
+
+
+def test_installing_a_folder_that_is_no_model_names_the_reason(
+    client: InvokeAIClient, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelInstallError) as caught:
+        client.dnn_model_repo.install_model(str(tmp_path), timeout=60)
+    assert str(tmp_path) in str(caught.value)
+    assert caught.value.job is None or caught.value.job.status == "error"
+
+
+def test_text_to_image_sd15_runs_with_progress_and_previews(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    wf = client.workflow_repo.create_workflow(
+        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE)
+    )
+    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    wf.set_input_value(labels["model"], tiny_sd1)
+    wf.set_input_value(labels["Positive Prompt"], "a tiny test")
+    wf.set_input_value(labels["Width"], 64)
+    wf.set_input_value(labels["Height"], 64)
+    progress: list[dict[str, Any]] = []
+    wf.submit_sync(on_invocation_progress=progress.append)
+    job = wf.wait_for_completion_sync(timeout=240)
+
+    assert job.status == "completed"
+    denoising = [event for event in progress if event.get("image")]
+    assert len(denoising) >= 2, progress  # steps with previews, not one end-of-node notice
+    preview = denoising[-1]["image"]
+    assert preview["dataURL"].startswith("data:image/")
+    assert preview["width"] > 0 and preview["height"] > 0
+    percentages = [event["percentage"] for event in denoising]
+    assert percentages == sorted(percentages)  # steps arrive in order
+
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
+    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)

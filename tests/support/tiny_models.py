@@ -1,0 +1,155 @@
+"""Tiny diffusion models with random weights, built here for the real-generation tests.
+
+InvokeAI identifies a diffusers folder by its config files (pipeline class, the UNet's
+``cross_attention_dim`` and ``in_channels``, the scheduler's ``prediction_type``), not by its
+weights, so a pipeline built from configs with tiny channel counts installs as a real
+``sd-1 / main / diffusers`` model and denoises in milliseconds per step on a CPU. Nothing is
+downloaded: the tokenizer's vocabulary is the 256 byte-level tokens plus the two specials.
+
+The build runs in InvokeAI's own virtualenv (it has torch, diffusers and transformers); the
+folders are cached per recipe under the test InvokeAI's cache, so a machine builds them once.
+
+Command line (with the InvokeAI virtualenv's python)::
+
+    python tests/support/tiny_models.py build <folder>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+RECIPE_VERSION = "sd1-v2"
+SD1_NAME = "tiny-sd1"
+READY = ".built"
+
+
+def cache_dir(venv: Path) -> Path:
+    """Where the built models live: beside the cached InvokeAI, keyed by this file's recipe."""
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return venv.parent / f"tiny-models-{RECIPE_VERSION}-{digest}"
+
+
+def ensure_built(venv: Path) -> Path:
+    """Build the tiny models once (in InvokeAI's virtualenv) and return their folder."""
+    folder = cache_dir(venv)
+    if not (folder / READY).exists():
+        python = venv / "bin" / "python"
+        subprocess.run([str(python), __file__, "build", str(folder)], check=True)
+    return folder
+
+
+# -- the build (runs inside InvokeAI's virtualenv) ----------------------------------------------
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins of bytes that byte-level BPE tokenizers use (GPT-2's)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
+    shifted = 0
+    symbols = {}
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + shifted)
+            shifted += 1
+    return [symbols[byte] for byte in range(256)]
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """A CLIP vocabulary of the byte-level alphabet alone (so it needs no merges)."""
+    alphabet = _byte_alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    vocab.update({f"{symbol}</w>": len(alphabet) + i for i, symbol in enumerate(alphabet)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab
+
+
+def _build_sd1(target: Path) -> None:
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=768,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=768,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+    pipeline = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+
+
+def build(folder: Path) -> None:
+    """Build every tiny model into ``folder`` and mark it complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _build_sd1(folder / SD1_NAME)
+    (folder / READY).write_text(RECIPE_VERSION)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "build":
+        sys.exit("usage: python tiny_models.py build <folder>")
+    build(Path(sys.argv[2]))
