@@ -11,7 +11,7 @@ from typing import Any
 
 from app.schemas.events import RunEventType
 
-__all__ = ["NODE_EVENTS", "image_names_in", "node_event", "run_status_for"]
+__all__ = ["NODE_EVENTS", "denoising_step", "image_names_in", "node_event", "run_status_for"]
 
 # InvokeAI event name -> gateway event type, for the per-node events.
 NODE_EVENTS: dict[str, RunEventType] = {
@@ -51,6 +51,21 @@ def image_names_in(value: Any) -> Iterator[str]:
             yield from image_names_in(inner)
 
 
+def denoising_step(invocation: Any, percentage: Any) -> tuple[int | None, int | None]:
+    """``(step, total_steps)`` of a denoising node's progress, or ``None`` where unknowable.
+
+    InvokeAI's progress event carries the running invocation with its inputs but no step
+    number: a denoising node's ``steps`` input is the total, and the ``percentage`` it sends is
+    ``step / total`` (half steps for second-order schedulers, which send twice per step).
+    """
+    total = invocation.get("steps") if isinstance(invocation, Mapping) else None
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        return None, None
+    if not isinstance(percentage, int | float) or isinstance(percentage, bool):
+        return None, total
+    return round(percentage * total), total
+
+
 def node_event(
     event_type: str, payload: Mapping[str, Any]
 ) -> tuple[RunEventType, dict[str, Any]] | None:
@@ -66,6 +81,7 @@ def node_event(
     if kind is RunEventType.node_progress:
         data["percentage"] = payload.get("percentage")
         data["message"] = payload.get("message") or ""
+        data["step"], data["total_steps"] = denoising_step(invocation, data["percentage"])
     elif kind is RunEventType.node_completed:
         result = payload.get("result") or {}
         data["output_type"] = result.get("type") if isinstance(result, Mapping) else None

@@ -92,6 +92,8 @@ class NodeData(_Payload):
 class NodeProgressData(NodeData):
     percentage: float | None
     message: str
+    step: int | None = None
+    total_steps: int | None = None
 
 
 class NodeCompletedData(NodeData):
@@ -160,7 +162,8 @@ EVENT_SPECS: dict[RunEventType, EventSpec] = {
     ),
     RunEventType.node_progress: EventSpec(
         NodeProgressData,
-        "progress of a node; `percentage` 0..1 or `null`",
+        "progress of a node; `percentage` 0..1 or `null`; `step` of `total_steps` for a "
+        "denoising node (else `null`)",
         webhook_name="progress",
     ),
     RunEventType.node_completed: EventSpec(NodeCompletedData, "a node finished"),

@@ -21,6 +21,17 @@ from tests.app.conftest import load_json, register
 pytestmark = pytest.mark.invokeai
 
 
+def shipped_denoise_steps(path: Path) -> int:
+    """The ``steps`` of the one denoising node of an editor file."""
+    nodes = load_json(path)["nodes"]
+    (steps,) = [
+        node["data"]["inputs"]["steps"]["value"]
+        for node in nodes
+        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]
+    ]
+    return int(steps)
+
+
 async def test_text_to_image_sd15_through_the_gateway(
     http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
@@ -50,6 +61,11 @@ async def test_text_to_image_sd15_through_the_gateway(
     assert len(progress) >= 2  # denoising steps, each relayed
     percentages = [p["percentage"] for p in progress if p.get("percentage") is not None]
     assert percentages == sorted(percentages) and percentages
+    denoising = [p for p in progress if p["total_steps"] is not None]
+    steps = shipped_denoise_steps(shipped_workflows_dir / "Text to Image - SD1.5.json")
+    assert {p["total_steps"] for p in denoising} == {steps}
+    counted = [p["step"] for p in denoising if p["step"] is not None]  # not "Loading model"
+    assert counted == sorted(counted) and counted[-1] == steps  # counts up to the last step
 
     finished = (await http.get(f"/runs/{run['id']}")).json()
     (image_name,) = [name for out in finished["outputs"] for name in out["image_names"]]

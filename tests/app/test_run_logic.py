@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from app.api.routes.runs import parse_prefer_wait
 from app.runs.errors import from_item as error_from_item
 from app.runs.inputs import decode_data_url, parse_index
 from app.runs.outputs import outputs_with_urls, plain_value
-from app.runs.translate import node_event, run_status_for
+from app.runs.translate import denoising_step, node_event, run_status_for
 from app.workflows import fingerprint, input_changes, run_body_schema
 
 
@@ -143,3 +144,21 @@ def test_outputs_get_gateway_urls_and_values_are_unwrapped() -> None:
     assert shown[0]["images"][0]["thumbnail_url"] == "/images/a%20b.png?thumbnail=1"
     assert plain_value({"type": "string_output", "value": "hi"}) == "hi"
     assert plain_value({"type": "x", "a": 1, "b": 2}) == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize(
+    ("invocation", "percentage", "expected"),
+    [
+        ({"type": "denoise_latents", "steps": 30}, 0.5, (15, 30)),
+        ({"type": "denoise_latents", "steps": 30}, 1.0, (30, 30)),
+        ({"type": "denoise_latents", "steps": 30}, None, (None, 30)),
+        ({"type": "img_blur"}, 0.5, (None, None)),  # no steps input: not a denoising node
+        ({"type": "x", "steps": True}, 0.5, (None, None)),
+        ({"type": "x", "steps": 0}, 0.5, (None, None)),
+        (None, 0.5, (None, None)),
+    ],
+)
+def test_denoising_step_from_the_invocation_and_percentage(
+    invocation: Any, percentage: float | None, expected: tuple[int | None, int | None]
+) -> None:
+    assert denoising_step(invocation, percentage) == expected
