@@ -10,8 +10,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from app.schemas.events import RunEventType
+from invokeai_py_client.events import denoising_step
 
-__all__ = ["NODE_EVENTS", "denoising_step", "image_names_in", "node_event", "run_status_for"]
+__all__ = ["NODE_EVENTS", "image_names_in", "node_event", "run_status_for"]
 
 # InvokeAI event name -> gateway event type, for the per-node events.
 NODE_EVENTS: dict[str, RunEventType] = {
@@ -49,21 +50,6 @@ def image_names_in(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for inner in value:
             yield from image_names_in(inner)
-
-
-def denoising_step(invocation: Any, percentage: Any) -> tuple[int | None, int | None]:
-    """``(step, total_steps)`` of a denoising node's progress, or ``None`` where unknowable.
-
-    InvokeAI's progress event carries the running invocation with its inputs but no step
-    number: a denoising node's ``steps`` input is the total, and the ``percentage`` it sends is
-    ``step / total`` (half steps for second-order schedulers, which send twice per step).
-    """
-    total = invocation.get("steps") if isinstance(invocation, Mapping) else None
-    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
-        return None, None
-    if not isinstance(percentage, int | float) or isinstance(percentage, bool):
-        return None, total
-    return round(percentage * total), total
 
 
 def node_event(

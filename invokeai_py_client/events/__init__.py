@@ -9,11 +9,13 @@ from .models import (
     InvocationProgressEvent,
     InvocationStartedEvent,
     InvokeAIEvent,
+    ProgressImage,
     QueueClearedEvent,
     QueueItemEvent,
     QueueItemsCanceledEvent,
     QueueItemsRetriedEvent,
     QueueItemStatusChangedEvent,
+    denoising_step,
     parse_event,
 )
 from .session import EventHub, Subscription, connect_socketio
@@ -28,6 +30,7 @@ __all__ = [
     "InvocationProgressEvent",
     "InvocationStartedEvent",
     "InvokeAIEvent",
+    "ProgressImage",
     "QueueClearedEvent",
     "QueueItemEvent",
     "QueueItemStatusChangedEvent",
@@ -35,5 +38,6 @@ __all__ = [
     "QueueItemsRetriedEvent",
     "Subscription",
     "connect_socketio",
+    "denoising_step",
     "parse_event",
 ]

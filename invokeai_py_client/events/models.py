@@ -8,9 +8,10 @@ fit, becomes a plain ``InvokeAIEvent`` that keeps every member, so nothing is ev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, computed_field
 
 from .._models import APIModel
 from ..queue.models import OpenJobStatus, is_terminal_status
@@ -24,11 +25,13 @@ __all__ = [
     "InvocationProgressEvent",
     "InvocationStartedEvent",
     "InvokeAIEvent",
+    "ProgressImage",
     "QueueClearedEvent",
     "QueueItemEvent",
     "QueueItemStatusChangedEvent",
     "QueueItemsCanceledEvent",
     "QueueItemsRetriedEvent",
+    "denoising_step",
     "parse_event",
 ]
 
@@ -83,12 +86,55 @@ class InvocationStartedEvent(InvocationEvent):
     event_type: str = EVENT_NAME
 
 
+def denoising_step(invocation: Any, percentage: Any) -> tuple[int | None, int | None]:
+    """``(step, total_steps)`` of a denoising node's progress, or ``None`` where unknowable.
+
+    InvokeAI's progress event carries the running invocation with its inputs but no step
+    number: a denoising node's ``steps`` input is the total, and the ``percentage`` it sends is
+    ``step / total`` (half steps for second-order schedulers, which send twice per step).
+    Other progress of the same node ("Loading model ...") has no percentage: no step.
+    """
+    total = invocation.get("steps") if isinstance(invocation, Mapping) else None
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        return None, None
+    if not isinstance(percentage, int | float) or isinstance(percentage, bool):
+        return None, total
+    return round(percentage * total), total
+
+
+class ProgressImage(APIModel):
+    """A preview of a node's output while it runs (a small JPEG as a ``data:`` URL)."""
+
+    width: int
+    height: int
+    data_url: str = Field(alias="dataURL")
+
+
 class InvocationProgressEvent(InvocationEvent):
+    """Progress of a node: a message, a fraction done and, while denoising, a preview."""
+
     EVENT_NAME = "invocation_progress"
     event_type: str = EVENT_NAME
     message: str = ""
     percentage: float | None = None
     image: dict[str, Any] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step(self) -> int | None:
+        """The denoising step this progress reports (None: not a denoising step)."""
+        return denoising_step(self.invocation, self.percentage)[0]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_steps(self) -> int | None:
+        """The denoising node's number of steps (None: not a denoising node)."""
+        return denoising_step(self.invocation, self.percentage)[1]
+
+    @property
+    def preview(self) -> ProgressImage | None:
+        """The preview image sent with this progress, if any."""
+        return None if self.image is None else ProgressImage.model_validate(self.image)
 
 
 class InvocationCompleteEvent(InvocationEvent):

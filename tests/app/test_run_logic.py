@@ -11,8 +11,9 @@ from app.api.routes.runs import parse_prefer_wait
 from app.runs.errors import from_item as error_from_item
 from app.runs.inputs import decode_data_url, parse_index
 from app.runs.outputs import outputs_with_urls, plain_value
-from app.runs.translate import denoising_step, node_event, run_status_for
+from app.runs.translate import node_event, run_status_for
 from app.workflows import fingerprint, input_changes, run_body_schema
+from invokeai_py_client.events import denoising_step
 
 
 def _input(index: int, node: str, field: str, **extra: object) -> dict[str, object]:

@@ -23,6 +23,16 @@ pytestmark = pytest.mark.invokeai
 SD15_FILE = "Text to Image - SD1.5.json"
 
 
+def _denoise_steps(wf: Any) -> int:
+    """The ``steps`` input of the workflow's one denoising node, as the file holds it."""
+    (steps,) = [
+        node["data"]["inputs"]["steps"]["value"]
+        for node in wf.definition.to_dict()["nodes"]
+        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]
+    ]
+    return int(steps)
+
+
 def test_the_installed_model_is_listed_by_base_and_type(
     client: InvokeAIClient, tiny_sd1: IvkDnnModel
 ) -> None:
@@ -72,6 +82,9 @@ def test_text_to_image_sd15_runs_with_progress_and_previews(
     assert preview["width"] > 0 and preview["height"] > 0
     percentages = [event["percentage"] for event in denoising]
     assert percentages == sorted(percentages)  # steps arrive in order
+    steps = [event["step"] for event in denoising]
+    assert steps == sorted(steps) and steps[-1] == denoising[-1]["total_steps"]
+    assert {event["total_steps"] for event in denoising} == {_denoise_steps(wf)}
 
     (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
     png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
