@@ -26,6 +26,7 @@ __all__ = [
     "IvkTensorField",
     "IvkTransformerField",
     "IvkUNetField",
+    "check_model_fits",
     "model_identifier",
 ]
 
@@ -170,8 +171,34 @@ class IvkModelIdentifierField(IvkField[dict[str, Any]]):
     def _coerce(self, v: Any) -> dict[str, Any]:
         return model_identifier(v)
 
+    def _check_constraints(self, v: Any) -> None:
+        super()._check_constraints(v)
+        spec = self.spec
+        if spec is not None:
+            check_model_fits(v, bases=spec.model_base, types=spec.model_type)
+
     def _api_one(self, v: Any) -> Any:
         return dict(v)
+
+
+def check_model_fits(
+    model: Mapping[str, Any], *, bases: tuple[str, ...] | None, types: tuple[str, ...] | None
+) -> None:
+    """Refuse a model whose base or type the input does not take.
+
+    ``bases`` and ``types`` are the server's own ``ui_model_base`` / ``ui_model_type`` of the
+    input. Checked before anything is sent: the server would only fail the run later, at the
+    node, with a loader error that does not name the input.
+    """
+    described = f"model {model['name']!r} (key {model['key']})"
+    if bases and "any" not in bases and model["base"] not in bases:
+        raise ValueError(
+            f"{described} is base {model['base']}; this input takes {', '.join(bases)}"
+        )
+    if types and "any" not in types and model["type"] not in types:
+        raise ValueError(
+            f"{described} is type {model['type']}; this input takes {', '.join(types)}"
+        )
 
 
 class IvkLoRAField(IvkField[dict[str, Any]]):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
 from invokeai_py_client.dnn_model import ModelInstallError
+from invokeai_py_client.exceptions import InputValidationError
 
 pytestmark = pytest.mark.invokeai
 
@@ -89,3 +90,22 @@ def test_text_to_image_sd15_runs_with_progress_and_previews(
     (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
     png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
     assert Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+def test_a_model_of_another_base_is_refused_naming_the_input(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    wf = client.workflow_repo.create_workflow(
+        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE)
+    )
+    model_input = next(inp for inp in wf.list_inputs() if inp.label == "model")
+    sdxl = {**tiny_sd1.identifier(), "base": "sdxl", "name": "some-sdxl"}
+    with pytest.raises(InputValidationError) as caught:
+        wf.set_input_value(model_input.input_index, sdxl)
+    message = str(caught.value)
+    assert "some-sdxl" in message and "sd-1" in message and "sdxl" in message
+    assert caught.value.index == model_input.input_index and caught.value.label == "model"
+    vae = {**tiny_sd1.identifier(), "type": "vae"}
+    with pytest.raises(InputValidationError, match="type vae"):
+        wf.set_input_value(model_input.input_index, vae)
+    wf.set_input_value(model_input.input_index, tiny_sd1)  # the right base and type pass
