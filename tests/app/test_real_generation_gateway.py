@@ -84,3 +84,51 @@ async def test_an_unknown_model_key_is_refused_naming_the_input(
     )
     assert response.status_code == 422, response.text
     assert "model" in response.text and str(model["index"]) in response.text
+
+
+async def test_cancel_in_the_middle_of_denoising_through_the_gateway(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    total = 400
+    data = load_json(shipped_workflows_dir / "Text to Image - SD1.5.json")
+    for node in data["nodes"]:
+        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]:
+            node["data"]["inputs"]["steps"]["value"] = total
+    workflow = await register(http, data)
+    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+    body = {"inputs": {index["model"]: tiny_sd1.key, index["Width"]: 64, index["Height"]: 64}}
+    run = (await http.post(f"/workflows/{workflow['id']}/runs", json=body)).json()
+
+    steps: list[int] = []
+    kinds: list[str] = []
+    canceled_at: int | None = None
+    async with aconnect_sse(http, "GET", run["links"]["events"]) as source:
+        async for sse in source.aiter_sse():
+            kinds.append(sse.event)
+            step = (
+                json.loads(sse.data)["data"].get("step") if sse.event == "node.progress" else None
+            )
+            if step is None:
+                continue
+            steps.append(step)
+            if canceled_at is None:
+                canceled_at = step
+                assert (await http.post(f"/runs/{run['id']}/cancel")).status_code in (200, 202)
+    assert kinds[-1] == "run.canceled", kinds[-5:]
+    assert canceled_at is not None and steps[-1] < total
+    assert steps[-1] - canceled_at < 20, (canceled_at, steps[-1])
+    assert (await http.get(f"/runs/{run['id']}")).json()["status"] == "canceled"
+
+    small = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
+    small_index = {inp["label"]: str(inp["index"]) for inp in small["inputs"]}
+    again = {
+        "inputs": {
+            small_index["model"]: tiny_sd1.key,
+            small_index["Width"]: 64,
+            small_index["Height"]: 64,
+        }
+    }
+    response = await http.post(
+        f"/workflows/{small['id']}/runs", json=again, headers={"Prefer": "wait=120"}
+    )
+    assert response.json()["status"] == "succeeded", response.text  # the queue goes on

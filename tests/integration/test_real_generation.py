@@ -9,6 +9,7 @@ image of the size asked for.
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,20 @@ from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
 from invokeai_py_client.dnn_model import ModelInstallError
-from invokeai_py_client.exceptions import InputValidationError
+from invokeai_py_client.exceptions import InputValidationError, RunCanceledError
 
 pytestmark = pytest.mark.invokeai
 
 SD15_FILE = "Text to Image - SD1.5.json"
+
+
+def with_denoise_steps(path: Path, steps: int) -> WorkflowDefinition:
+    """The editor file with its denoising node's ``steps`` set (the shipped file exposes none)."""
+    data = WorkflowDefinition.from_file(path).to_dict()
+    for node in data["nodes"]:
+        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]:
+            node["data"]["inputs"]["steps"]["value"] = steps
+    return WorkflowDefinition.from_dict(data)
 
 
 def _denoise_steps(wf: Any) -> int:
@@ -109,3 +119,43 @@ def test_a_model_of_another_base_is_refused_naming_the_input(
     with pytest.raises(InputValidationError, match="type vae"):
         wf.set_input_value(model_input.input_index, vae)
     wf.set_input_value(model_input.input_index, tiny_sd1)  # the right base and type pass
+
+
+def test_cancel_in_the_middle_of_denoising_ends_within_a_few_steps(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    total = 400
+    wf = client.workflow_repo.create_workflow(
+        with_denoise_steps(shipped_workflows_dir / SD15_FILE, total)
+    )
+    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    wf.set_input_value(labels["model"], tiny_sd1)
+    wf.set_input_value(labels["Positive Prompt"], "a long run, canceled")
+    wf.set_input_value(labels["Width"], 64)
+    wf.set_input_value(labels["Height"], 64)
+    steps: list[int] = []
+    denoising = threading.Event()
+
+    def on_progress(event: dict[str, Any]) -> None:
+        if event.get("step") is not None:
+            steps.append(event["step"])
+            denoising.set()
+
+    wf.submit_sync(on_invocation_progress=on_progress)
+    assert denoising.wait(timeout=120), "no denoising step within 120 s"
+    at_cancel = steps[-1]
+    wf.cancel()
+    with pytest.raises(RunCanceledError):
+        wf.wait_for_completion_sync(timeout=120)
+    assert steps[-1] < total  # it never finished denoising
+    assert steps[-1] - at_cancel < 20, (at_cancel, steps[-1])  # stopped within a few steps
+
+    # The queue goes on: the next run starts and finishes.
+    wf2 = client.workflow_repo.create_workflow(
+        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE)
+    )
+    wf2.set_input_value(labels["model"], tiny_sd1)
+    wf2.set_input_value(labels["Width"], 64)
+    wf2.set_input_value(labels["Height"], 64)
+    wf2.submit_sync()
+    assert wf2.wait_for_completion_sync(timeout=240).status == "completed"
