@@ -132,3 +132,29 @@ async def test_cancel_in_the_middle_of_denoising_through_the_gateway(
         f"/workflows/{small['id']}/runs", json=again, headers={"Prefer": "wait=120"}
     )
     assert response.json()["status"] == "succeeded", response.text  # the queue goes on
+
+
+async def test_models_are_listed_by_base_and_type(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel
+) -> None:
+    sd1 = (await http.get("/models", params={"base": "sd-1", "type": "main"})).json()
+    assert tiny_sd1.key in [model["key"] for model in sd1["data"]]
+    assert all((m["base"], m["type"]) == ("sd-1", "main") for m in sd1["data"])
+    sdxl = (await http.get("/models", params={"base": "sdxl"})).json()
+    assert tiny_sd1.key not in [model["key"] for model in sdxl["data"]]
+
+
+@pytest.mark.parametrize("by", ["key", "name"])
+async def test_a_model_of_another_base_is_refused_with_a_422_naming_the_input(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path, by: str
+) -> None:
+    workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SDXL.json"))
+    model = next(i for i in workflow["inputs"] if i["label"] == "model")
+    response = await http.post(
+        f"/workflows/{workflow['id']}/runs",
+        json={"inputs": {str(model["index"]): getattr(tiny_sd1, by)}},
+    )
+    assert response.status_code == 422, response.text
+    text = response.text
+    assert "sd-1" in text and "sdxl" in text and tiny_sd1.name in text
+    assert str(model["index"]) in text and "model" in text
