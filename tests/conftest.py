@@ -76,18 +76,28 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
         await c.aclose()
 
 
-@pytest.fixture(scope="session")
-def tiny_sd1(invokeai_url: str) -> IvkDnnModel:
-    """A tiny random-weight SD1.5 pipeline, built once per machine, installed in place here.
-
-    Installed with the client's own model API; a server that has it already (a reused
-    ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used.
-    """
-    folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / tiny_models.SD1_NAME
+def _install_tiny(invokeai_url: str, name: str, base: str, type: str) -> IvkDnnModel:
+    """Install one of the tiny models in place; a server that has it already (a reused
+    ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used."""
+    folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / name
     with InvokeAIClient.from_url(invokeai_url) as client:
         repo = client.dnn_model_repo
         try:
-            return repo.install_model(str(folder), config={"name": tiny_models.SD1_NAME})
+            return repo.install_model(str(folder), config={"name": name})
         except ConflictError:
-            (model,) = repo.find_models(tiny_models.SD1_NAME, base="sd-1", type="main", exact=True)
+            (model,) = repo.find_models(name, base=base, type=type, exact=True)
             return model
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1(invokeai_url: str) -> IvkDnnModel:
+    """A tiny random-weight SD1.5 pipeline, built once per machine, installed here with the
+    client's own model API."""
+    return _install_tiny(invokeai_url, tiny_models.SD1_NAME, "sd-1", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(invokeai_url: str) -> tuple[IvkDnnModel, IvkDnnModel]:
+    """A tiny SDXL pipeline and its VAE (saved alone, so it installs as an sdxl VAE)."""
+    main = _install_tiny(invokeai_url, tiny_models.SDXL_NAME, "sdxl", "main")
+    return main, _install_tiny(invokeai_url, tiny_models.SDXL_VAE_NAME, "sdxl", "vae")

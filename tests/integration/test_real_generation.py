@@ -25,12 +25,16 @@ pytestmark = pytest.mark.invokeai
 SD15_FILE = "Text to Image - SD1.5.json"
 
 
-def with_denoise_steps(path: Path, steps: int) -> WorkflowDefinition:
-    """The editor file with its denoising node's ``steps`` set (the shipped file exposes none)."""
+def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> WorkflowDefinition:
+    """The editor file with its denoising node's ``steps`` (and its noise node's size) set,
+    for shipped files that expose neither as an input."""
     data = WorkflowDefinition.from_file(path).to_dict()
     for node in data["nodes"]:
-        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]:
-            node["data"]["inputs"]["steps"]["value"] = steps
+        inputs = node.get("data", {}).get("inputs", {})
+        if node.get("type") == "invocation" and "steps" in inputs:
+            inputs["steps"]["value"] = steps
+        if node.get("type") == "invocation" and node["data"]["type"] == "noise" and size:
+            inputs["width"]["value"] = inputs["height"]["value"] = size
     return WorkflowDefinition.from_dict(data)
 
 
@@ -159,3 +163,31 @@ def test_cancel_in_the_middle_of_denoising_ends_within_a_few_steps(
     wf2.set_input_value(labels["Height"], 64)
     wf2.submit_sync()
     assert wf2.wait_for_completion_sync(timeout=240).status == "completed"
+
+
+def test_text_to_image_sdxl_with_its_vae(
+    client: InvokeAIClient,
+    tiny_sdxl: tuple[IvkDnnModel, IvkDnnModel],
+    shipped_workflows_dir: Path,
+) -> None:
+    main, vae = tiny_sdxl
+    assert (str(main.base), str(main.type), str(vae.base), str(vae.type)) == (
+        "sdxl",
+        "main",
+        "sdxl",
+        "vae",
+    )
+    # As shipped it renders 1024x1024 in 32 steps (minutes on a CPU): the test's copy is small.
+    wf = client.workflow_repo.create_workflow(
+        with_denoise_steps(shipped_workflows_dir / "Text to Image - SDXL.json", 4, size=64)
+    )
+    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    wf.set_input_value(labels["model"], main)
+    wf.set_input_value(labels["VAE (use the FP16 model)"], vae)
+    wf.set_input_value(labels["Positive Prompt"], "a tiny sdxl test")
+    wf.submit_sync()
+    job = wf.wait_for_completion_sync(timeout=240)
+    assert job.status == "completed"
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
+    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)

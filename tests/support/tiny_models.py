@@ -20,9 +20,12 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-RECIPE_VERSION = "sd1-v2"
+RECIPE_VERSION = "v3"
 SD1_NAME = "tiny-sd1"
+SDXL_NAME = "tiny-sdxl"
+SDXL_VAE_NAME = "tiny-sdxl-vae"
 READY = ".built"
 
 
@@ -72,30 +75,10 @@ def _byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-def _build_sd1(target: Path) -> None:
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _tiny_vae() -> Any:
+    from diffusers import AutoencoderKL
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=(8, 8, 8, 8),
         in_channels=3,
         out_channels=3,
@@ -106,21 +89,29 @@ def _build_sd1(target: Path) -> None:
         norm_num_groups=4,
         sample_size=64,
     )
-    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=768,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=768,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+
+
+def _tiny_text_encoder(tokenizer: Any, hidden: int, *, projection: bool) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=hidden,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
-    scheduler = DDIMScheduler(
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def _ddim() -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -129,12 +120,72 @@ def _build_sd1(target: Path) -> None:
         steps_offset=1,
         prediction_type="epsilon",
     )
-    pipeline = StableDiffusionPipeline(
+
+
+def _build_sdxl(target: Path, vae_target: Path) -> None:
+    """SDXL: two text encoders (768, and 1280 with projection), UNet cross-attention 2048."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(0)
+    time_embed_dim = 8
+    unet = _tiny_unet(
+        2048,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=1280 + 6 * time_embed_dim,
+    )
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+    tokenizer_2 = CLIPTokenizer(
+        vocab=_byte_level_vocab(), merges=[], model_max_length=77, pad_token="!"
+    )
+    vae = _tiny_vae()
+    pipeline = StableDiffusionXLPipeline(
         unet=unet,
         vae=vae,
-        text_encoder=text_encoder,
+        text_encoder=_tiny_text_encoder(tokenizer, 768, projection=False),
+        text_encoder_2=_tiny_text_encoder(tokenizer_2, 1280, projection=True),
         tokenizer=tokenizer,
-        scheduler=scheduler,
+        tokenizer_2=tokenizer_2,
+        scheduler=_ddim(),
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+    vae.save_pretrained(str(vae_target), safe_serialization=True)
+
+
+def _tiny_unet(cross_attention_dim: int, **extra: Any) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        **extra,
+    )
+
+
+def _build_sd1(target: Path) -> None:
+    """SD1.5: one 768-wide text encoder, UNet cross-attention 768."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+    pipeline = StableDiffusionPipeline(
+        unet=_tiny_unet(768),
+        vae=_tiny_vae(),
+        text_encoder=_tiny_text_encoder(tokenizer, 768, projection=False),
+        tokenizer=tokenizer,
+        scheduler=_ddim(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -146,6 +197,7 @@ def build(folder: Path) -> None:
     """Build every tiny model into ``folder`` and mark it complete."""
     folder.mkdir(parents=True, exist_ok=True)
     _build_sd1(folder / SD1_NAME)
+    _build_sdxl(folder / SDXL_NAME, folder / SDXL_VAE_NAME)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
