@@ -76,10 +76,12 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
         await c.aclose()
 
 
-def _install_tiny(invokeai_url: str, name: str, base: str, type: str) -> IvkDnnModel:
+def _install_tiny(
+    invokeai_url: str, name: str, base: str, type: str, file: str | None = None
+) -> IvkDnnModel:
     """Install one of the tiny models in place; a server that has it already (a reused
     ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used."""
-    folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / name
+    folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / (file or name)
     with InvokeAIClient.from_url(invokeai_url) as client:
         repo = client.dnn_model_repo
         try:
@@ -101,3 +103,11 @@ def tiny_sdxl(invokeai_url: str) -> tuple[IvkDnnModel, IvkDnnModel]:
     """A tiny SDXL pipeline and its VAE (saved alone, so it installs as an sdxl VAE)."""
     main = _install_tiny(invokeai_url, tiny_models.SDXL_NAME, "sdxl", "main")
     return main, _install_tiny(invokeai_url, tiny_models.SDXL_VAE_NAME, "sdxl", "vae")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_lora(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD1.5 LoRA (one Kohya-format safetensors file) for the tiny SD1.5 model."""
+    return _install_tiny(
+        invokeai_url, tiny_models.SD1_LORA_NAME, "sd-1", "lora", file=tiny_models.SD1_LORA_FILE
+    )

@@ -191,3 +191,29 @@ def test_text_to_image_sdxl_with_its_vae(
     (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
     png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
     assert Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+def test_text_to_image_sd15_with_a_lora(
+    client: InvokeAIClient,
+    tiny_sd1: IvkDnnModel,
+    tiny_sd1_lora: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    assert (str(tiny_sd1_lora.base), str(tiny_sd1_lora.type)) == ("sd-1", "lora")
+    wf = client.workflow_repo.create_workflow(
+        WorkflowDefinition.from_file(shipped_workflows_dir / "Text to Image with LoRA.json")
+    )
+    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    wf.set_input_value(labels["model"], tiny_sd1)
+    wf.set_input_value(labels["LoRA"], tiny_sd1_lora)
+    wf.set_input_value(labels["LoRA Weight"], 0.8)
+    wf.set_input_value(labels["Width"], 64)
+    wf.set_input_value(labels["Height"], 64)
+    wf.submit_sync()
+    job = wf.wait_for_completion_sync(timeout=240)
+    assert job.status == "completed"
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
+    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    with pytest.raises(InputValidationError, match="type main"):
+        wf.set_input_value(labels["LoRA"], tiny_sd1)  # a main model is no LoRA

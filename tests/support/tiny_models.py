@@ -26,6 +26,8 @@ RECIPE_VERSION = "v3"
 SD1_NAME = "tiny-sd1"
 SDXL_NAME = "tiny-sdxl"
 SDXL_VAE_NAME = "tiny-sdxl-vae"
+SD1_LORA_NAME = "tiny-sd1-lora"
+SD1_LORA_FILE = f"{SD1_LORA_NAME}.safetensors"
 READY = ".built"
 
 
@@ -193,11 +195,32 @@ def _build_sd1(target: Path) -> None:
     pipeline.save_pretrained(str(target), safe_serialization=True)
 
 
+def _build_sd1_lora(target: Path) -> None:
+    """A Kohya-format LoRA for the tiny SD1.5 UNet's cross-attention keys and values.
+
+    InvokeAI tells a LoRA's base by the width of the tokens it attends to (the second
+    dimension of an ``attn2_to_k`` down weight): 768 is SD1.5.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    rank, inner = 4, 32  # the first UNet block's width
+    tensors = {}
+    for projection in ("to_k", "to_v"):
+        key = f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_{projection}"
+        tensors[f"{key}.lora_down.weight"] = torch.randn(rank, 768) * 0.01
+        tensors[f"{key}.lora_up.weight"] = torch.randn(inner, rank) * 0.01
+        tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(target))
+
+
 def build(folder: Path) -> None:
     """Build every tiny model into ``folder`` and mark it complete."""
     folder.mkdir(parents=True, exist_ok=True)
     _build_sd1(folder / SD1_NAME)
     _build_sdxl(folder / SDXL_NAME, folder / SDXL_VAE_NAME)
+    _build_sd1_lora(folder / SD1_LORA_FILE)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
