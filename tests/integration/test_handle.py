@@ -12,6 +12,7 @@ import pytest
 from invokeai_py_client import (
     InputValidationError,
     InvokeAIClient,
+    IvkDnnModel,
     WorkflowValidationError,
 )
 from invokeai_py_client.fields.base import IvkField
@@ -174,7 +175,7 @@ def test_index_map_reports_moved_vanished_and_appeared(
     assert len(report.describe()) == 5
 
 
-def model_workflow() -> dict[str, Any]:
+def model_workflow(base: str = "sd-1") -> dict[str, Any]:
     data = load("add_two_integers").to_dict()
     node = copy.deepcopy(data["nodes"][0])
     node["id"] = node["data"]["id"] = "add-loader"
@@ -183,7 +184,7 @@ def model_workflow() -> dict[str, Any]:
         "key": "gone",
         "hash": "blake3:00",
         "name": "Some SD1",
-        "base": "sd-1",
+        "base": base,
         "type": "main",
     }
     node["data"]["inputs"] = {"model": {"name": "model", "label": "", "value": reference}}
@@ -194,11 +195,22 @@ def model_workflow() -> dict[str, Any]:
 def test_sync_dnn_model_reports_and_leaves_the_loaded_definition_alone(
     client: InvokeAIClient,
 ) -> None:
-    defn = WorkflowDefinition.from_dict(model_workflow())
+    defn = WorkflowDefinition.from_dict(model_workflow(base="flux"))
     before = defn.to_dict()
     wf = client.workflow_repo.create_workflow(defn)
     report = wf.sync_dnn_model()
-    # This server has no models installed: the reference cannot be matched.
+    # The tests install no FLUX model: the reference cannot be matched.
     assert not report.ok and report.unresolved[0].node_id == "add-loader"
     assert defn.to_dict() == before
     assert wf.definition is not defn
+
+
+def test_sync_dnn_model_points_a_stale_reference_at_the_installed_model(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel
+) -> None:
+    # The file's key ("gone") is another server's; the only SD1.5 main model here is the tests'.
+    wf = client.workflow_repo.create_workflow(WorkflowDefinition.from_dict(model_workflow()))
+    report = wf.sync_dnn_model()
+    assert report.ok
+    (resolved,) = report.resolved
+    assert resolved.node_id == "add-loader" and resolved.resolved["key"] == tiny_sd1.key
