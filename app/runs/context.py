@@ -10,6 +10,7 @@ from app.core.config import Settings
 from app.db.thread import DatabaseThread
 from app.runs.registry import InFlight
 from app.runs.transition import Transitions
+from app.streaming.previews import PreviewHub
 from invokeai_py_client import InvokeAIClient
 
 __all__ = ["RunContext"]
@@ -18,7 +19,8 @@ __all__ = ["RunContext"]
 @dataclass(frozen=True)
 class RunContext:
     """Where runs are stored (``engine``, used on ``db``'s thread), the InvokeAI they run on,
-    the registry of runs in flight, and the one way to change a run (``transitions``)."""
+    the registry of runs in flight, the one way to change a run (``transitions``), and where
+    live-only previews go (``previews``)."""
 
     engine: Engine
     db: DatabaseThread
@@ -26,3 +28,4 @@ class RunContext:
     transitions: Transitions
     registry: InFlight
     settings: Settings
+    previews: PreviewHub

@@ -262,12 +262,28 @@ class Follower:
         translated = node_event(event_type, payload)
         if translated is None:
             return
+        if translated[0] is RunEventType.node_progress:
+            self._offer_preview(tracked, translated[1], payload.get("image"))
         await self._mark_started(tracked, payload.get("session_id"))
         await self._apply(tracked, *translated)
         if translated[0] is RunEventType.node_failed:
             tracked.failure_hint = translated[1]
             tracked.evented = True
             await self._finish(tracked)
+
+    def _offer_preview(self, tracked: Tracked, progress: dict[str, Any], image: Any) -> None:
+        """Hand a denoising step's image to the streams that asked for previews (not stored)."""
+        if not isinstance(image, dict) or not isinstance(image.get("dataURL"), str):
+            return
+        data = {
+            "node_id": progress["node_id"],
+            "node_type": progress["node_type"],
+            "step": progress["step"],
+            "width": image.get("width"),
+            "height": image.get("height"),
+            "url": image["dataURL"],
+        }
+        self.ctx.previews.publish(tracked.run_id, tracked.workflow_id, data)
 
     async def _mark_started(
         self, tracked: Tracked, session_id: Any, *, synthetic: bool = False

@@ -46,6 +46,7 @@ from app.runs.reconciler import Reconciler
 from app.runs.registry import InFlight
 from app.runs.transition import Transitions
 from app.streaming.broker import EventBroker
+from app.streaming.previews import previews_of
 from app.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError
@@ -102,7 +103,9 @@ class RunService:
         self.settings = settings
         self.registry = InFlight()
         self.transitions = Transitions(engine=engine, db=db, broker=broker)
-        ctx = RunContext(engine, db, client, self.transitions, self.registry, settings)
+        ctx = RunContext(
+            engine, db, client, self.transitions, self.registry, settings, previews_of(broker)
+        )
         self.follower = Follower(ctx)
         self.dispatcher = Dispatcher(ctx, self.follower)
         self.reconciler = Reconciler(ctx, self.follower, self.dispatcher)

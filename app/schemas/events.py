@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "DEFAULT_WEBHOOK_EVENTS",
@@ -49,6 +49,7 @@ class RunEventType(StrEnum):
     node_progress = "node.progress"
     node_completed = "node.completed"
     node_failed = "node.failed"
+    node_preview = "node.preview"
     run_succeeded = "run.succeeded"
     run_failed = "run.failed"
     run_canceled = "run.canceled"
@@ -94,6 +95,13 @@ class NodeProgressData(NodeData):
     message: str
     step: int | None = None
     total_steps: int | None = None
+
+
+class NodePreviewData(NodeData):
+    step: int | None
+    width: int
+    height: int
+    url: str
 
 
 class NodeCompletedData(NodeData):
@@ -145,6 +153,7 @@ class EventSpec:
     meaning: str
     webhook_name: str | None = None  # None: never delivered by webhook
     terminal: bool = False
+    stored: bool = True  # False: live only (no id, never replayed nor delivered by webhook)
 
 
 EVENT_SPECS: dict[RunEventType, EventSpec] = {
@@ -165,6 +174,13 @@ EVENT_SPECS: dict[RunEventType, EventSpec] = {
         "progress of a node; `percentage` 0..1 or `null`; `step` of `total_steps` for a "
         "denoising node (else `null`)",
         webhook_name="progress",
+    ),
+    RunEventType.node_preview: EventSpec(
+        NodePreviewData,
+        "**live only, with `?previews=true`**: the image of a denoising step (`url` a small "
+        "JPEG `data:` URL standing for an image of `width` x `height`); no `id`, never "
+        "stored nor replayed, and a reader that fell behind gets the latest one only",
+        stored=False,
     ),
     RunEventType.node_completed: EventSpec(NodeCompletedData, "a node finished"),
     RunEventType.node_failed: EventSpec(NodeFailedData, "a node raised an error"),
@@ -238,7 +254,9 @@ def webhook_events_help() -> str:
 class RunEventPublic(BaseModel):
     """One run event as the SSE streams send it (the JSON of each message's ``data:``)."""
 
-    id: int
+    id: int | None = Field(
+        description="The event's id, also its SSE id; null only for live-only `node.preview`."
+    )
     run_id: str
     workflow_id: str
     event: RunEventType
@@ -246,6 +264,7 @@ class RunEventPublic(BaseModel):
         QueuedData
         | StartedData
         | NodeProgressData
+        | NodePreviewData
         | NodeCompletedData
         | NodeFailedData
         | NodeData

@@ -24,8 +24,9 @@ attaches again once caught up::
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio.to_thread
 from sqlalchemy import Table, func, select
@@ -40,6 +41,7 @@ from app.streaming.broker import (
     LiveFeed,
     is_terminal_event,
 )
+from app.streaming.previews import PreviewHub
 from app.streaming.wire import (
     Connection,
     WireCache,
@@ -157,6 +159,7 @@ async def relay(
     ping: float,
     run_id: str | None = None,
     workflow_id: str | None = None,
+    previews: PreviewHub | None = None,
 ) -> None:
     """Write one stream: one run's events (until its terminal event), or many (never ends).
 
@@ -168,20 +171,66 @@ async def relay(
         ping: seconds between heartbeats while the stream waits for events.
         run_id: only this run's events; the stream ends after its terminal event.
         workflow_id: only the events of this workflow's runs.
+        previews: also write the live-only previews of those runs (``?previews=true``).
     """
     cursor = _Cursor(last_id, wire_cache(broker), stop_at_terminal=run_id is not None)
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
-        while not cursor.done:
-            # Read the status before the replay: a run already over has stored its terminal
-            # event (in the transaction that ended it), so the replay finds it.
-            over = run_id is not None and await _run_is_over(engine, run_id)
-            async for batch in _replay(engine, cursor, run_id, workflow_id):
-                await connection.write(_chunk(batch))
-            if over:
-                return
-            if cursor.done or not await _live(connection, sub, cursor, ping):
-                return
-            # Events were dropped for us (the queue overflowed): re-read them from the database.
+        with _previews_to(connection, sub, previews, run_id=run_id, workflow_id=workflow_id):
+            await _stream(connection, engine, sub, cursor, ping, run_id, workflow_id)
+
+
+async def _stream(
+    connection: Connection,
+    engine: Engine,
+    sub: LiveFeed,
+    cursor: _Cursor,
+    ping: float,
+    run_id: str | None,
+    workflow_id: str | None,
+) -> None:
+    """Replay, then relay live events, until the stream is over (see the module's doc)."""
+    while not cursor.done:
+        # Read the status before the replay: a run already over has stored its terminal
+        # event (in the transaction that ended it), so the replay finds it.
+        over = run_id is not None and await _run_is_over(engine, run_id)
+        async for batch in _replay(engine, cursor, run_id, workflow_id):
+            await connection.write(_chunk(batch))
+        if over:
+            return
+        if cursor.done or not await _live(connection, sub, cursor, ping):
+            return
+        # Events were dropped for us (the queue overflowed): re-read them from the database.
+
+
+@contextlib.contextmanager
+def _previews_to(
+    connection: Connection,
+    sub: LiveFeed,
+    hub: PreviewHub | None,
+    *,
+    run_id: str | None,
+    workflow_id: str | None,
+) -> Iterator[None]:
+    """While the block runs, write the hub's previews to this stream when it can take one.
+
+    A preview goes out only while the stream is pushed to and no send is in flight (the one
+    send this connection allows is shared with the broker's sink); otherwise it is skipped and
+    the next one is offered: a reader never gets a backlog of previews. A preview whose write
+    blocks detaches the stream, whose task then finishes that write, as for a stored event.
+    """
+    if hub is None:
+        yield
+        return
+
+    def deliver(chunk: bytes) -> bool:
+        if not sub.attached or connection.blocked:
+            return False
+        if not connection.write_now(chunk):
+            sub.detach()
+        return True
+
+    with hub.subscribe(deliver, run_id=run_id, workflow_id=workflow_id):
+        yield
 
 
 async def _live(connection: Connection, sub: LiveFeed, cursor: _Cursor, ping: float) -> bool:

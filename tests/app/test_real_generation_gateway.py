@@ -6,13 +6,15 @@ model given by key, followed over SSE step by step, and its 64x64 image fetched.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import json
 from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse
 from PIL import Image
 
 from invokeai_py_client import IvkDnnModel
@@ -158,3 +160,51 @@ async def test_a_model_of_another_base_is_refused_with_a_422_naming_the_input(
     text = response.text
     assert "sd-1" in text and "sdxl" in text and tiny_sd1.name in text
     assert str(model["index"]) in text and "model" in text
+
+
+async def _read(http: httpx.AsyncClient, url: str, **params: object) -> list[ServerSentEvent]:
+    async with aconnect_sse(http, "GET", url, params=params) as source:
+        return [sse async for sse in source.aiter_sse()]
+
+
+async def test_previews_are_streamed_live_only_to_readers_that_ask(
+    http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
+) -> None:
+    workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
+    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+    body = {"inputs": {index["model"]: tiny_sd1.key, index["Width"]: 64, index["Height"]: 64}}
+    run = (await http.post(f"/workflows/{workflow['id']}/runs", json=body)).json()
+    events_url = run["links"]["events"]
+    with_previews, plain = await asyncio.gather(
+        _read(http, events_url, previews="true"), _read(http, events_url)
+    )
+
+    previews = [sse for sse in with_previews if sse.event == "node.preview"]
+    assert len(previews) >= 2, [sse.event for sse in with_previews]
+    # No id line: a client's last event id (which SSE carries over) stays the stored event's.
+    last_stored = ""
+    for sse in with_previews:
+        if sse.event == "node.preview":
+            assert sse.id == last_stored
+        else:
+            last_stored = sse.id
+    first = json.loads(previews[0].data)
+    assert (first["run_id"], first["workflow_id"], first["id"]) == (
+        run["id"],
+        workflow["id"],
+        None,
+    )
+    data = first["data"]
+    assert data["url"].startswith("data:image/jpeg;base64,")
+    jpeg = Image.open(io.BytesIO(base64.b64decode(data["url"].split(",", 1)[1])))
+    assert jpeg.format == "JPEG" and jpeg.size[0] > 0  # a small preview, often latent-sized
+    assert (data["width"], data["height"]) == (64, 64)  # the size of the image it stands for
+    steps = [json.loads(sse.data)["data"]["step"] for sse in previews]
+    assert steps == sorted(steps)
+    assert with_previews[-1].event == "run.succeeded"
+
+    stored = [sse for sse in with_previews if sse.event != "node.preview"]
+    assert [(s.id, s.event, s.data) for s in stored] == [(s.id, s.event, s.data) for s in plain]
+    assert all(sse.event != "node.preview" for sse in plain)
+    replayed = await _read(http, events_url, previews="true", last_event_id=0)
+    assert replayed and all(sse.event != "node.preview" for sse in replayed)  # never replayed

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Query, Request
 from app.api.deps import broker_of, engine_of, settings_of
 from app.core.errors import NotFound
 from app.schemas.events import RunEventPublic
+from app.streaming.previews import previews_of
 from app.streaming.relay import newest_event_id, relay, run_status
 from app.streaming.wire import EventStreamResponse
 
@@ -62,17 +63,33 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+PreviewsQuery = Annotated[
+    bool,
+    Query(
+        description="Also send `node.preview` events: the image of each denoising step, live "
+        "only (no id, never replayed); a reader that falls behind gets the latest one."
+    ),
+]
+
+
 def _response(
-    request: Request, *, last_id: int, run_id: str | None = None, workflow_id: str | None = None
+    request: Request,
+    *,
+    last_id: int,
+    run_id: str | None = None,
+    workflow_id: str | None = None,
+    previews: bool = False,
 ) -> EventStreamResponse:
+    broker = broker_of(request)
     stream = functools.partial(
         relay,
         engine=engine_of(request),
-        broker=broker_of(request),
+        broker=broker,
         last_id=last_id,
         ping=float(settings_of(request).sse_ping_seconds),
         run_id=run_id,
         workflow_id=workflow_id,
+        previews=previews_of(broker) if previews else None,
     )
     return EventStreamResponse(stream, send_timeout=SEND_TIMEOUT_SECONDS)
 
@@ -83,12 +100,13 @@ async def run_events(
     run_id: str,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
+    previews: PreviewsQuery = False,
 ) -> EventStreamResponse:
     """Follow one run: its stored events, then live ones, ending after the terminal event."""
     if await run_status(engine_of(request), run_id) is None:
         raise NotFound(f"run {run_id} not found")
     last = _resume_point(last_event_id_header, last_event_id)
-    return _response(request, last_id=last, run_id=run_id)
+    return _response(request, last_id=last, run_id=run_id, previews=previews)
 
 
 @router.get("/events", response_class=EventStreamResponse, responses=_SSE_DOC)
@@ -97,12 +115,13 @@ async def all_events(
     workflow_id: Annotated[str | None, Query(description="Only runs of this workflow.")] = None,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
+    previews: PreviewsQuery = False,
 ) -> EventStreamResponse:
     """Follow every run (or one workflow's): live events, after stored ones when resuming."""
     resume = last_event_id_header if last_event_id_header is not None else last_event_id
     # Without a resume point this stream starts now; replaying all history would be unbounded.
     last = resume if resume is not None else await newest_event_id(engine_of(request))
-    return _response(request, last_id=last, workflow_id=workflow_id)
+    return _response(request, last_id=last, workflow_id=workflow_id, previews=previews)
 
 
 def _resume_point(header: int | None, query: int | None) -> int:
