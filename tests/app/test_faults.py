@@ -97,7 +97,9 @@ async def test_invokeai_killed_mid_run_and_restarted(
     finally:
         server.stop()
     assert finished[0]["status"] == "canceled"  # InvokeAI cancels what was in progress
-    assert [r["status"] for r in finished[1:]] == ["succeeded"] * (len(runs) - 1)
+    assert [r["status"] for r in finished[1:]] == ["succeeded"] * (len(runs) - 1), [
+        (r["status"], r["error"]) for r in finished
+    ]
     assert all(r["outputs"] for r in finished[1:])
     assert after["status"] == "succeeded"
 
