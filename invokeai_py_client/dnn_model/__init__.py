@@ -1,7 +1,7 @@
 """Installed models, and matching a workflow's model references to them."""
 
 from .models import BaseModelEnum, IvkDnnModel, ModelFormat, ModelInstallJob, ModelType
-from .repo import DnnModelRepository, ModelInstallError
+from .repo import DnnModelRepository, ModelInstallError, ModelNotFoundError
 from .sync import (
     MatchMethod,
     ModelSyncReport,
@@ -18,6 +18,7 @@ __all__ = [
     "ModelFormat",
     "ModelInstallError",
     "ModelInstallJob",
+    "ModelNotFoundError",
     "ModelSyncReport",
     "ModelType",
     "ResolvedModel",

@@ -22,11 +22,15 @@ if TYPE_CHECKING:
     from .._http import HttpCore
     from ..client import InvokeAIClient
 
-__all__ = ["DnnModelRepository", "ModelInstallError", "models_api_prefix"]
+__all__ = ["DnnModelRepository", "ModelInstallError", "ModelNotFoundError", "models_api_prefix"]
 
 # How often an install job is read while it runs: a local folder installs in well under a
 # second, so a short period keeps the wait close to the server's own time.
 INSTALL_POLL_SECONDS = 0.2
+
+
+class ModelNotFoundError(InvokeAIError, LookupError):
+    """No installed model answers to a key or name, or several share the name."""
 
 
 class ModelInstallError(InvokeAIError):
@@ -111,6 +115,38 @@ class DnnModelRepository:
         return filter_models(models, name=name, exact=exact)
 
     find_models = sync_twin(afind_models)
+
+    async def aresolve_model(
+        self, key_or_name: str, *, base: str | None = None, type: str | None = None
+    ) -> IvkDnnModel:
+        """The installed model with this key, or else with exactly this name.
+
+        Names are kept across servers while keys are not, so a script can name its models;
+        ``base`` (and ``type``) pick one when several models share a name.
+
+        Raises:
+            ModelNotFoundError: no model has this key or name, or several share the name
+                (the message lists them with their bases and types).
+        """
+        models = await self.alist_models()
+        by_key = [m for m in models if m.key == key_or_name]
+        if by_key:
+            return by_key[0]
+        named = filter_models(models, name=key_or_name, exact=True, base=base, type=type)
+        if len(named) == 1:
+            return named[0]
+        if not named:
+            wanted = ", ".join(str(x) for x in (base, type) if x)
+            raise ModelNotFoundError(
+                f"no installed model has the key or name {key_or_name!r}"
+                + (f" ({wanted})" if wanted else "")
+            )
+        listed = "; ".join(f"{m.name} {m.base}/{m.type} (key {m.key})" for m in named)
+        raise ModelNotFoundError(
+            f"{len(named)} models are named {key_or_name!r}: {listed}; give base or type"
+        )
+
+    resolve_model = sync_twin(aresolve_model)
 
     async def ainstall_model(
         self,

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from invokeai_py_client import InvokeAIClient, NotFoundError
-from invokeai_py_client.dnn_model import BaseModelEnum, ModelType
+from invokeai_py_client.dnn_model import BaseModelEnum, ModelNotFoundError, ModelType
 from invokeai_py_client.dnn_model.repo import models_api_prefix
 
 
@@ -88,3 +88,16 @@ async def test_unknown_bases_and_types_are_listed_and_filtered() -> None:
 )
 def test_models_api_prefix(prefix: str, expected: str) -> None:
     assert models_api_prefix(prefix) == expected
+
+
+async def test_a_name_shared_by_two_models_needs_its_base() -> None:
+    shared = {  # two models called "XL", one main, one VAE
+        "models": [{**m, "name": "XL"} for m in MODELS_BODY["models"] if m["base"] == "sdxl"]
+    }
+    transport = httpx.MockTransport(lambda _request: httpx.Response(200, json=shared))
+    client = InvokeAIClient("test", 9090, transport=transport)
+    with pytest.raises(ModelNotFoundError, match="2 models are named 'XL'") as caught:
+        await client.dnn_model_repo.aresolve_model("XL")
+    assert "sdxl/main" in str(caught.value) and "sdxl/vae" in str(caught.value)
+    assert (await client.dnn_model_repo.aresolve_model("XL", type="vae")).key == "c"
+    assert (await client.dnn_model_repo.aresolve_model("a")).key == "a"  # a key wins

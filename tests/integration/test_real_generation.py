@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
-from invokeai_py_client.dnn_model import ModelInstallError
+from invokeai_py_client.dnn_model import ModelInstallError, ModelNotFoundError
 from invokeai_py_client.exceptions import InputValidationError, RunCanceledError
 
 pytestmark = pytest.mark.invokeai
@@ -217,3 +217,15 @@ def test_text_to_image_sd15_with_a_lora(
     assert Image.open(io.BytesIO(png)).size == (64, 64)
     with pytest.raises(InputValidationError, match="type main"):
         wf.set_input_value(labels["LoRA"], tiny_sd1)  # a main model is no LoRA
+
+
+def test_a_model_is_found_by_key_or_by_name_with_its_base(
+    client: InvokeAIClient, tiny_sd1: IvkDnnModel
+) -> None:
+    repo = client.dnn_model_repo
+    assert repo.resolve_model(tiny_sd1.key).key == tiny_sd1.key
+    assert repo.resolve_model(tiny_sd1.name, base="sd-1").key == tiny_sd1.key
+    with pytest.raises(ModelNotFoundError, match="sdxl"):
+        repo.resolve_model(tiny_sd1.name, base="sdxl")
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        repo.resolve_model("no-such-model")
