@@ -19,19 +19,9 @@ from PIL import Image
 
 from invokeai_py_client import IvkDnnModel
 from tests.app.conftest import load_json, register
+from tests.support.editor_files import denoise_steps, with_denoise
 
 pytestmark = pytest.mark.invokeai
-
-
-def shipped_denoise_steps(path: Path) -> int:
-    """The ``steps`` of the one denoising node of an editor file."""
-    nodes = load_json(path)["nodes"]
-    (steps,) = [
-        node["data"]["inputs"]["steps"]["value"]
-        for node in nodes
-        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]
-    ]
-    return int(steps)
 
 
 async def test_text_to_image_sd15_through_the_gateway(
@@ -64,7 +54,7 @@ async def test_text_to_image_sd15_through_the_gateway(
     percentages = [p["percentage"] for p in progress if p.get("percentage") is not None]
     assert percentages == sorted(percentages) and percentages
     denoising = [p for p in progress if p["total_steps"] is not None]
-    steps = shipped_denoise_steps(shipped_workflows_dir / "Text to Image - SD1.5.json")
+    steps = denoise_steps(load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
     assert {p["total_steps"] for p in denoising} == {steps}
     counted = [p["step"] for p in denoising if p["step"] is not None]  # not "Loading model"
     assert counted == sorted(counted) and counted[-1] == steps  # counts up to the last step
@@ -92,10 +82,9 @@ async def test_cancel_in_the_middle_of_denoising_through_the_gateway(
     http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
     total = 400
-    data = load_json(shipped_workflows_dir / "Text to Image - SD1.5.json")
-    for node in data["nodes"]:
-        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]:
-            node["data"]["inputs"]["steps"]["value"] = total
+    data = with_denoise(
+        load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"), steps=total
+    )
     workflow = await register(http, data)
     index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
     body = {"inputs": {index["model"]: tiny_sd1.key, index["Width"]: 64, index["Height"]: 64}}

@@ -19,6 +19,7 @@ from PIL import Image
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
 from invokeai_py_client.dnn_model import ModelInstallError, ModelNotFoundError
 from invokeai_py_client.exceptions import InputValidationError, RunCanceledError
+from tests.support.editor_files import denoise_steps, with_denoise
 
 pytestmark = pytest.mark.invokeai
 
@@ -26,26 +27,9 @@ SD15_FILE = "Text to Image - SD1.5.json"
 
 
 def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> WorkflowDefinition:
-    """The editor file with its denoising node's ``steps`` (and its noise node's size) set,
-    for shipped files that expose neither as an input."""
-    data = WorkflowDefinition.from_file(path).to_dict()
-    for node in data["nodes"]:
-        inputs = node.get("data", {}).get("inputs", {})
-        if node.get("type") == "invocation" and "steps" in inputs:
-            inputs["steps"]["value"] = steps
-        if node.get("type") == "invocation" and node["data"]["type"] == "noise" and size:
-            inputs["width"]["value"] = inputs["height"]["value"] = size
+    """The shipped file with its steps (and noise size) edited (see tests/support/editor_files)."""
+    data = with_denoise(WorkflowDefinition.from_file(path).to_dict(), steps=steps, size=size)
     return WorkflowDefinition.from_dict(data)
-
-
-def _denoise_steps(wf: Any) -> int:
-    """The ``steps`` input of the workflow's one denoising node, as the file holds it."""
-    (steps,) = [
-        node["data"]["inputs"]["steps"]["value"]
-        for node in wf.definition.to_dict()["nodes"]
-        if node.get("type") == "invocation" and "steps" in node["data"]["inputs"]
-    ]
-    return int(steps)
 
 
 def test_the_installed_model_is_listed_by_base_and_type(
@@ -99,7 +83,7 @@ def test_text_to_image_sd15_runs_with_progress_and_previews(
     assert percentages == sorted(percentages)  # steps arrive in order
     steps = [event["step"] for event in denoising]
     assert steps == sorted(steps) and steps[-1] == denoising[-1]["total_steps"]
-    assert {event["total_steps"] for event in denoising} == {_denoise_steps(wf)}
+    assert {event["total_steps"] for event in denoising} == {denoise_steps(wf.definition.to_dict())}
 
     (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
     png = client.board_repo.download_image(output.image_names[0], full_resolution=True)

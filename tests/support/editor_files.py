@@ -1,0 +1,38 @@
+"""Reading and editing the denoising settings of editor workflow files (plain JSON dicts).
+
+Shipped text-to-image files do not expose their steps (nor, for SDXL, their size) as form
+inputs, so tests that need a short or a long run edit a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["denoise_steps", "with_denoise"]
+
+
+def _invocations(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node["data"] for node in workflow["nodes"] if node.get("type") == "invocation"]
+
+
+def denoise_steps(workflow: dict[str, Any]) -> int:
+    """The ``steps`` of the file's one denoising node."""
+    (steps,) = [
+        data["inputs"]["steps"]["value"]
+        for data in _invocations(workflow)
+        if "steps" in data["inputs"]
+    ]
+    return int(steps)
+
+
+def with_denoise(
+    workflow: dict[str, Any], *, steps: int, size: int | None = None
+) -> dict[str, Any]:
+    """The file with its denoising node's ``steps`` (and its noise node's size) set, in place."""
+    for data in _invocations(workflow):
+        inputs = data["inputs"]
+        if "steps" in inputs:
+            inputs["steps"]["value"] = steps
+        if data["type"] == "noise" and size is not None:
+            inputs["width"]["value"] = inputs["height"]["value"] = size
+    return workflow
