@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.dnn_model import ModelInstallError, ModelNotFoundError
 from invokeai_py_client.exceptions import InputValidationError, RunCanceledError
 from tests.support.editor_files import denoise_steps, with_denoise
@@ -30,6 +30,25 @@ def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> Workf
     """The shipped file with its steps (and noise size) edited (see tests/support/editor_files)."""
     data = with_denoise(WorkflowDefinition.from_file(path).to_dict(), steps=steps, size=size)
     return WorkflowDefinition.from_dict(data)
+
+
+def handle_with(
+    client: InvokeAIClient, definition: WorkflowDefinition, values: dict[str, Any]
+) -> WorkflowHandle:
+    """A handle on ``definition`` with its inputs set by their form labels."""
+    wf = client.workflow_repo.create_workflow(definition)
+    index = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    for label, value in values.items():
+        wf.set_input_value(index[label], value)
+    return wf
+
+
+def assert_one_image(client: InvokeAIClient, wf: WorkflowHandle, job: Any, size: int) -> None:
+    """The finished run made one image, of ``size`` x ``size``."""
+    assert job.status == "completed"
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
+    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
+    assert Image.open(io.BytesIO(png)).size == (size, size)
 
 
 def test_the_installed_model_is_listed_by_base_and_type(
@@ -61,19 +80,16 @@ def test_installing_a_folder_that_is_no_model_names_the_reason(
 def test_text_to_image_sd15_runs_with_progress_and_previews(
     client: InvokeAIClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
-    wf = client.workflow_repo.create_workflow(
-        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE)
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE),
+        {"model": tiny_sd1, "Positive Prompt": "a tiny test", "Width": 64, "Height": 64},
     )
-    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
-    wf.set_input_value(labels["model"], tiny_sd1)
-    wf.set_input_value(labels["Positive Prompt"], "a tiny test")
-    wf.set_input_value(labels["Width"], 64)
-    wf.set_input_value(labels["Height"], 64)
     progress: list[dict[str, Any]] = []
     wf.submit_sync(on_invocation_progress=progress.append)
     job = wf.wait_for_completion_sync(timeout=240)
 
-    assert job.status == "completed"
+    assert_one_image(client, wf, job, 64)
     denoising = [event for event in progress if event.get("image")]
     assert len(denoising) >= 2, progress  # steps with previews, not one end-of-node notice
     preview = denoising[-1]["image"]
@@ -84,10 +100,6 @@ def test_text_to_image_sd15_runs_with_progress_and_previews(
     steps = [event["step"] for event in denoising]
     assert steps == sorted(steps) and steps[-1] == denoising[-1]["total_steps"]
     assert {event["total_steps"] for event in denoising} == {denoise_steps(wf.definition.to_dict())}
-
-    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
-    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
-    assert Image.open(io.BytesIO(png)).size == (64, 64)
 
 
 def test_a_model_of_another_base_is_refused_naming_the_input(
@@ -113,14 +125,12 @@ def test_cancel_in_the_middle_of_denoising_ends_within_a_few_steps(
     client: InvokeAIClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
     total = 400
-    wf = client.workflow_repo.create_workflow(
-        with_denoise_steps(shipped_workflows_dir / SD15_FILE, total)
+    small = {"model": tiny_sd1, "Width": 64, "Height": 64}
+    wf = handle_with(
+        client,
+        with_denoise_steps(shipped_workflows_dir / SD15_FILE, total),
+        {**small, "Positive Prompt": "a long run, canceled"},
     )
-    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
-    wf.set_input_value(labels["model"], tiny_sd1)
-    wf.set_input_value(labels["Positive Prompt"], "a long run, canceled")
-    wf.set_input_value(labels["Width"], 64)
-    wf.set_input_value(labels["Height"], 64)
     steps: list[int] = []
     denoising = threading.Event()
 
@@ -139,12 +149,9 @@ def test_cancel_in_the_middle_of_denoising_ends_within_a_few_steps(
     assert steps[-1] - at_cancel < 20, (at_cancel, steps[-1])  # stopped within a few steps
 
     # The queue goes on: the next run starts and finishes.
-    wf2 = client.workflow_repo.create_workflow(
-        WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE)
+    wf2 = handle_with(
+        client, WorkflowDefinition.from_file(shipped_workflows_dir / SD15_FILE), small
     )
-    wf2.set_input_value(labels["model"], tiny_sd1)
-    wf2.set_input_value(labels["Width"], 64)
-    wf2.set_input_value(labels["Height"], 64)
     wf2.submit_sync()
     assert wf2.wait_for_completion_sync(timeout=240).status == "completed"
 
@@ -162,19 +169,13 @@ def test_text_to_image_sdxl_with_its_vae(
         "vae",
     )
     # As shipped it renders 1024x1024 in 32 steps (minutes on a CPU): the test's copy is small.
-    wf = client.workflow_repo.create_workflow(
-        with_denoise_steps(shipped_workflows_dir / "Text to Image - SDXL.json", 4, size=64)
+    wf = handle_with(
+        client,
+        with_denoise_steps(shipped_workflows_dir / "Text to Image - SDXL.json", 4, size=64),
+        {"model": main, "VAE (use the FP16 model)": vae, "Positive Prompt": "a tiny sdxl test"},
     )
-    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
-    wf.set_input_value(labels["model"], main)
-    wf.set_input_value(labels["VAE (use the FP16 model)"], vae)
-    wf.set_input_value(labels["Positive Prompt"], "a tiny sdxl test")
     wf.submit_sync()
-    job = wf.wait_for_completion_sync(timeout=240)
-    assert job.status == "completed"
-    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
-    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
-    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    assert_one_image(client, wf, wf.wait_for_completion_sync(timeout=240), 64)
 
 
 def test_text_to_image_sd15_with_a_lora(
@@ -184,23 +185,16 @@ def test_text_to_image_sd15_with_a_lora(
     shipped_workflows_dir: Path,
 ) -> None:
     assert (str(tiny_sd1_lora.base), str(tiny_sd1_lora.type)) == ("sd-1", "lora")
-    wf = client.workflow_repo.create_workflow(
-        WorkflowDefinition.from_file(shipped_workflows_dir / "Text to Image with LoRA.json")
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_file(shipped_workflows_dir / "Text to Image with LoRA.json"),
+        {"model": tiny_sd1, "LoRA": tiny_sd1_lora, "LoRA Weight": 0.8, "Width": 64, "Height": 64},
     )
-    labels = {inp.label: inp.input_index for inp in wf.list_inputs()}
-    wf.set_input_value(labels["model"], tiny_sd1)
-    wf.set_input_value(labels["LoRA"], tiny_sd1_lora)
-    wf.set_input_value(labels["LoRA Weight"], 0.8)
-    wf.set_input_value(labels["Width"], 64)
-    wf.set_input_value(labels["Height"], 64)
     wf.submit_sync()
-    job = wf.wait_for_completion_sync(timeout=240)
-    assert job.status == "completed"
-    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
-    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
-    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    assert_one_image(client, wf, wf.wait_for_completion_sync(timeout=240), 64)
+    lora = next(inp.input_index for inp in wf.list_inputs() if inp.label == "LoRA")
     with pytest.raises(InputValidationError, match="type main"):
-        wf.set_input_value(labels["LoRA"], tiny_sd1)  # a main model is no LoRA
+        wf.set_input_value(lora, tiny_sd1)  # a main model is no LoRA
 
 
 def test_a_model_is_found_by_key_or_by_name_with_its_base(
