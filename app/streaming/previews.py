@@ -51,7 +51,6 @@ class _Reader:
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.deliver = deliver
-        self.skipped = 0  # previews this reader was too busy to take
 
     def wants(self, run_id: str, workflow_id: str) -> bool:
         if self.run_id is not None:
@@ -71,13 +70,7 @@ class PreviewHub:
         if not readers:
             return 0
         chunk = preview_chunk(run_id, workflow_id, data)
-        taken = 0
-        for reader in readers:
-            if reader.deliver(chunk):
-                taken += 1
-            else:
-                reader.skipped += 1
-        return taken
+        return sum(1 for reader in readers if reader.deliver(chunk))
 
     @contextlib.contextmanager
     def subscribe(
