@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import boards, events, health, images, models, runs, webhooks, workflows
+from app.api.routes import (
+    batches,
+    boards,
+    events,
+    health,
+    images,
+    models,
+    runs,
+    webhooks,
+    workflows,
+)
 from app.metrics import route as metrics
 from app.openai_images import router as openai_images
 
@@ -13,6 +23,7 @@ __all__ = ["api_router"]
 api_router = APIRouter()
 api_router.include_router(workflows.router)
 api_router.include_router(runs.router)
+api_router.include_router(batches.router)
 
 api_router.include_router(events.router)
 api_router.include_router(images.router)

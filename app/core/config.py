@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         validation_alias=_env("GATEWAY_MAX_UNFINISHED_RUNS"),
         description="Unfinished runs accepted at once; past it, 429 with Retry-After.",
     )
+    max_batch_runs: int = Field(
+        256,
+        ge=1,
+        validation_alias=_env("GATEWAY_MAX_BATCH_RUNS"),
+        description="Runs one `POST /workflows/{id}/batches` may make; past it, 422.",
+    )
 
     log_format: Literal["text", "json"] = Field(
         "text",

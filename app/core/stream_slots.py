@@ -19,7 +19,7 @@ from app.core.asgi import send_problem
 
 __all__ = ["StreamLimit", "StreamSlots", "is_stream_path"]
 
-_STREAM_PATH = re.compile(r"^/(?:events|runs/[^/]+/events)/?$")
+_STREAM_PATH = re.compile(r"^/(?:events|(?:runs|batches)/[^/]+/events)/?$")
 RETRY_AFTER_SECONDS = 5
 
 

@@ -27,17 +27,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, literal_column, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.db.tables import Run, RunStatus, utcnow
+from app.db.tables import Run, RunStatus, Sweep, utcnow
 
 __all__ = [
     "PUBLIC_STATUSES",
     "SUBMITTING",
     "Claim",
     "claim_run",
+    "count_unfinished",
     "delete_claim",
     "find_by_key",
     "list_due",
@@ -79,6 +80,11 @@ class Claim(enum.Enum):
     FULL = "full"  # the cap on unfinished runs is reached
 
 
+def count_unfinished(connection: Connection) -> int:
+    """How many runs are unfinished (claims included)."""
+    return int(connection.execute(_COUNT_UNFINISHED).scalar_one())
+
+
 def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
     """Insert ``run`` unless ``cap`` runs are unfinished or its Idempotency-Key is held.
 
@@ -86,7 +92,7 @@ def claim_run(engine: Engine, run: Run, cap: int | None = None) -> Claim:
     """
     values = {column.name: getattr(run, column.name) for column in _RUNS.columns}
     with engine.connect() as connection:
-        if cap is not None and connection.execute(_COUNT_UNFINISHED).scalar_one() >= cap:
+        if cap is not None and count_unfinished(connection) >= cap:
             return Claim.FULL
         try:
             connection.execute(_INSERT_RUN, values)
@@ -135,14 +141,18 @@ def list_due(engine: Engine, now: datetime) -> Sequence[Run]:
 
 
 def release_expired_keys(engine: Engine, ttl_seconds: float, *, key: str | None = None) -> int:
-    """Clear the Idempotency-Key of runs older than the TTL (one key, or all); the runs stay."""
+    """Clear the Idempotency-Key of runs and sweeps older than the TTL (one key, or all); the
+    rows stay."""
     cutoff = utcnow() - timedelta(seconds=ttl_seconds)
-    statement = update(Run).where(
-        col(Run.idempotency_key).is_not(None), col(Run.created_at) < cutoff
-    )
-    if key is not None:
-        statement = statement.where(col(Run.idempotency_key) == key)
+    released = 0
     with Session(engine) as session:
-        result = session.execute(statement.values(idempotency_key=None))
+        for table in (Run, Sweep):
+            statement = update(table).where(
+                col(table.idempotency_key).is_not(None), col(table.created_at) < cutoff
+            )
+            if key is not None:
+                statement = statement.where(col(table.idempotency_key) == key)
+            result = session.execute(statement.values(idempotency_key=None))
+            released += int(getattr(result, "rowcount", 0) or 0)
         session.commit()
-        return int(getattr(result, "rowcount", 0) or 0)
+    return released

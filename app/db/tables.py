@@ -2,7 +2,7 @@
 
 Tables: ``workflow`` (the current version), ``workflowversion`` (every version ever
 registered), ``run`` and ``runevent`` (every relayed event, with a monotonic id that SSE
-streams use as their event id).
+streams use as their event id), ``sweep`` (a batch of runs asked for in one request).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "RunStatus",
+    "Sweep",
     "UTCDateTime",
     "Workflow",
     "WorkflowVersion",
@@ -152,6 +153,31 @@ class Run(SQLModel, table=True):
     # Per-run webhook: where to deliver, and which run event types (None: the terminal ones).
     webhook_url: str | None = None
     webhook_events: list[str] | None = _json()
+    # A run of a sweep (``POST /workflows/{id}/batches``): which one, and its place in it.
+    sweep_id: str | None = Field(default=None, foreign_key="sweep.id", index=True)
+    sweep_index: int | None = None
+
+
+class Sweep(SQLModel, table=True):
+    """Runs asked for in one request (the API's *batch*), each a ``Run`` with its place.
+
+    ``fixed`` holds the inputs every run shares, ``vary`` the lists of values per input index
+    and ``mode`` how they combine (``product``: every combination; ``zip``: the i-th value of
+    each list together). ``one_batch``: the runs went to InvokeAI as one batch (sharing its
+    batch id, in order), or else one batch each (an input InvokeAI cannot vary in a batch).
+    """
+
+    id: str = Field(default_factory=_new_id, primary_key=True)
+    workflow_id: str = Field(foreign_key="workflow.id", index=True)
+    workflow_version: int
+    mode: str = "product"
+    fixed: dict[str, Any] = _json(nullable=False)
+    vary: dict[str, Any] = _json(nullable=False)
+    size: int = 0
+    one_batch: bool = True
+    idempotency_key: str | None = Field(default=None, unique=True)
+    request_hash: str | None = None
+    created_at: datetime = _time(nullable=False)
 
 
 class RunEvent(SQLModel, table=True):

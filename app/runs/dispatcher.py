@@ -21,17 +21,20 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from app.core.errors import GatewayError, InvokeAIUnavailable, WorkflowInvalid
-from app.db import claims, queries
+from app.db import claims, queries, sweeps
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
 from app.runs.context import RunContext
-from app.runs.enqueue import QueueFull, build_body, nothing_sent, send_body
+from app.runs.enqueue import Enqueued, QueueFull, build_body, nothing_sent, send_body
 from app.runs.follower import Follower
 from app.runs.inputs import apply_inputs
+from app.runs.sweep_plan import one_batch_body
 from app.runs.transition import Change, Guard
 from app.schemas.events import RunEventType
 from app.workflows import load_handle
@@ -43,7 +46,7 @@ from invokeai_py_client.exceptions import (
     ServerError,
 )
 
-__all__ = ["Dispatcher", "Prepared", "closing_change", "queued_change"]
+__all__ = ["Dispatcher", "Prepared", "closing_change", "queued_change", "sweep_targets"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,16 @@ class Prepared:
     handle: WorkflowHandle
     body: dict[str, Any]
     recorded_inputs: dict[str, Any]
+
+
+def sweep_targets(handle: WorkflowHandle, vary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (node id, field) each varied input index of a sweep sets, in ``vary``'s order."""
+    by_index = {str(i.input_index): (i.node_id, i.field_name) for i in handle.list_inputs()}
+    return [by_index[key.strip()] for key in vary]
+
+
+def _ids(runs: Sequence[Run]) -> str:
+    return ", ".join(run.id for run in runs)
 
 
 def queued_change(run: Run, item_id: int, *, synthetic: bool = False) -> Change:
@@ -144,27 +157,70 @@ class Dispatcher:
             self.ctx.registry.end_enqueue(run.id)
 
     async def _send_pending(self, run: Run, prepared: Prepared) -> None:
+        enqueued = await self._try_send([run], prepared)
+        if enqueued is not None:
+            await self.record_enqueued(run, enqueued.item_id)
+
+    async def _try_send(self, runs: Sequence[Run], prepared: Prepared) -> Enqueued | None:
+        """Send the body of pending ``runs``; None when they stay pending or were refused."""
         try:
-            enqueued = await send_body(prepared.handle, prepared.body)
+            return await send_body(prepared.handle, prepared.body)
         except APIConnectionError as exc:
             if not nothing_sent(exc):
-                self.ctx.registry.maybe_sent[run.id] = time.monotonic()
-            logger.warning("run %s did not reach InvokeAI yet (%s); retried later", run.id, exc)
-            return
+                self._maybe_sent(runs)
+            logger.warning(
+                "runs %s did not reach InvokeAI yet (%s); retried later", _ids(runs), exc
+            )
         except QueueFull:  # nothing enqueued: sent again next round
-            logger.warning("InvokeAI's queue is full: run %s waits for a place", run.id)
-            return
+            logger.warning("InvokeAI's queue is full: runs %s wait for a place", _ids(runs))
         except GatewayError as exc:  # InvokeAI refused it: it will never run
-            await self._fail_pending(run, errors.refusal_error(exc))
-            return
+            await self._fail_pending(runs, errors.refusal_error(exc))
         except ServerError as exc:  # InvokeAI's own fault; it may have taken the batch
-            self.ctx.registry.maybe_sent[run.id] = time.monotonic()
-            logger.warning("InvokeAI failed to enqueue run %s (%s); looked up later", run.id, exc)
-            return
+            self._maybe_sent(runs)
+            logger.warning("InvokeAI failed to enqueue %s (%s); looked up later", _ids(runs), exc)
         except APIStatusError as exc:  # any other refusal is final too
-            await self._fail_pending(run, errors.status_error(exc))
-            return
-        await self.record_enqueued(run, enqueued.item_id)
+            await self._fail_pending(runs, errors.status_error(exc))
+        return None
+
+    def _maybe_sent(self, runs: Sequence[Run]) -> None:
+        now = time.monotonic()
+        for run in runs:
+            self.ctx.registry.maybe_sent[run.id] = now
+
+    # -- the runs of a sweep, as one InvokeAI batch -----------------------------------------
+
+    def dispatch_batch(self, runs: Sequence[Run], prepared: Prepared | None) -> None:
+        """Enqueue pending runs that share one batch id in the background, in one batch
+        (``prepared.body`` runs them all, in order; rebuilt from storage when None)."""
+        for run in runs:
+            self.ctx.registry.begin_enqueue(run.id)
+        self.follower.spawn(self.send_batch(runs, prepared))
+
+    async def send_batch(self, runs: Sequence[Run], prepared: Prepared | None) -> None:
+        """Enqueue pending runs sharing a batch id, marked in flight by the caller; their
+        in-flight marks end here. The i-th queue item is the i-th run's."""
+        try:
+            async with self._slots:
+                if prepared is None:
+                    prepared = await self._rebuild_batch(runs)
+                enqueued = None if prepared is None else await self._try_send(runs, prepared)
+                if enqueued is not None:
+                    await self._record_batch(runs, enqueued.item_ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the runs stay pending: the next round looks them up or sends them
+            logger.exception("dispatching runs %s", _ids(runs))
+        finally:
+            for run in runs:
+                self.ctx.registry.end_enqueue(run.id)
+
+    async def _record_batch(self, runs: Sequence[Run], item_ids: Sequence[int]) -> None:
+        for run, item_id in zip(runs, item_ids, strict=False):
+            await self.record_enqueued(run, item_id)
+        left = [run.id for run in runs[len(item_ids) :]]
+        if left:  # a nearly full queue took only the first ones: the rest go as a new batch
+            logger.warning("InvokeAI's queue took %d of %d runs", len(item_ids), len(runs))
+            await self.ctx.db.run(sweeps.rebatch, self.ctx.engine, left, str(uuid.uuid4()))
 
     async def record_enqueued(self, run: Run, item_id: int, *, synthetic: bool = False) -> None:
         """Store the pending run's queue item with its ``run.queued`` event, then follow it."""
@@ -181,9 +237,10 @@ class Dispatcher:
         run.status, run.item_id = RunStatus.queued.value, item_id
         self.follower.follow_new(run)
 
-    async def _fail_pending(self, run: Run, error: dict[str, Any]) -> None:
-        logger.info("run %s was refused: %s", run.id, error["error_message"])
-        await self.ctx.transitions.apply(closing_change(run, RunStatus.failed, error))
+    async def _fail_pending(self, runs: Sequence[Run], error: dict[str, Any]) -> None:
+        for run in runs:
+            logger.info("run %s was refused: %s", run.id, error["error_message"])
+            await self.ctx.transitions.apply(closing_change(run, RunStatus.failed, error))
 
     async def _rebuild(self, run: Run) -> Prepared | None:
         """The body of a pending run from its stored version and inputs (None: retry later)."""
@@ -200,14 +257,33 @@ class Dispatcher:
             await apply_inputs(self.ctx.client, handle, run.inputs)
             assert run.batch_id is not None
             body = build_body(
-                handle, board_id=run.board_id, destination=run.id, batch_id=run.batch_id
+                handle,
+                board_id=run.board_id,
+                destination=run.sweep_id or run.id,
+                batch_id=run.batch_id,
             )
         except APIConnectionError:
             return None
         except GatewayError as exc:
-            await self._fail_pending(run, errors.refusal_error(exc))
+            await self._fail_pending([run], errors.refusal_error(exc))
             return None
         return Prepared(handle, body, run.inputs)
+
+    async def _rebuild_batch(self, runs: Sequence[Run]) -> Prepared | None:
+        """One body for pending runs of a sweep sharing a batch id (None: retry later)."""
+        sweep_id = runs[0].sweep_id
+        sweep = await self.ctx.db.run(sweeps.find_sweep, self.ctx.engine, sweep_id or "")
+        each = [await self._rebuild(run) for run in runs]
+        if sweep is None or any(p is None for p in each):
+            return None
+        built = [p for p in each if p is not None]
+        targets = sweep_targets(built[0].handle, sweep.vary)
+        body = one_batch_body([p.body for p in built], targets)
+        if body is None:  # the server's fields changed since: one batch per run from now on
+            for run in runs:
+                await self.ctx.db.run(sweeps.rebatch, self.ctx.engine, [run.id], str(uuid.uuid4()))
+            return None
+        return Prepared(built[0].handle, body, {})
 
     async def cancel_pending(self, run: Run, wait_seconds: float) -> Run:
         """Cancel a run not yet on InvokeAI (waiting briefly for a dispatch under way)."""

@@ -34,10 +34,11 @@ class QueueFull(InvokeAIUnavailable):
 
 @dataclass(frozen=True)
 class Enqueued:
-    """Where InvokeAI put a run."""
+    """Where InvokeAI put a run (``item_id``), or each run of a sweep (``item_ids``, in order)."""
 
     batch_id: str
     item_id: int
+    item_ids: tuple[int, ...] = ()
 
 
 def apply_board(body: dict[str, Any], definition: dict[str, Any], board_id: str) -> None:
@@ -130,4 +131,6 @@ async def send_body(handle: WorkflowHandle, body: dict[str, Any]) -> Enqueued:
         raise InputInvalid("InvokeAI refused the run: " + str(exc), errors=problems) from exc
     if not result.item_ids:
         raise QueueFull(f"InvokeAI's queue is full: it took no item of batch {result.batch_id}")
-    return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0])
+    # InvokeAI answers newest first; its items were made in the batch's order.
+    in_order = tuple(sorted(result.item_ids))
+    return Enqueued(batch_id=result.batch_id, item_id=result.item_ids[0], item_ids=in_order)

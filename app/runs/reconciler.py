@@ -1,7 +1,9 @@
 """Settling claims left behind: runs accepted but not known to be on InvokeAI's queue.
 
 On start and every reconcile interval, each claim this process is not sending right now is
-looked up on InvokeAI by the batch id minted for it::
+looked up on InvokeAI by the batch id minted for it (the pending runs of a sweep sent as one
+batch are looked up together, each given the item at its place, or sent again together under
+a new batch id)::
 
     pending (answered 202)   found ─ item id + run.queued (synthetic) ─ follow
                              not there ─ enqueued (again, or at last) by the dispatcher
@@ -18,8 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections.abc import Iterable
 
-from app.db import claims
+from app.db import claims, sweeps
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs.context import RunContext
 from app.runs.dispatcher import Dispatcher, queued_change
@@ -31,6 +35,16 @@ __all__ = ["CLAIM_SETTLE_SECONDS", "Reconciler"]
 logger = logging.getLogger(__name__)
 
 CLAIM_SETTLE_SECONDS = 60.0
+
+
+def _by_batch(runs: Iterable[Run]) -> list[list[Run]]:
+    """Pending runs grouped by batch id, in order (a sweep's runs in one batch go together)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.batch_id or run.id, []).append(run)
+    for group in groups.values():
+        group.sort(key=lambda r: r.sweep_index or 0)
+    return list(groups.values())
 
 
 class Reconciler:
@@ -54,9 +68,12 @@ class Reconciler:
         for run in await self.ctx.db.run(claims.list_submitting, self.ctx.engine):
             if not self.ctx.registry.enqueueing(run.id):
                 await self.resolve_submitting(run)
-        for run in await self.ctx.db.run(claims.list_pending, self.ctx.engine):
-            if not self.ctx.registry.enqueueing(run.id):
-                await self._resolve_pending(run)
+        pending = await self.ctx.db.run(claims.list_pending, self.ctx.engine)
+        for group in _by_batch(r for r in pending if not self.ctx.registry.enqueueing(r.id)):
+            if group[0].sweep_id is None:
+                await self._resolve_pending(group[0])
+            else:
+                await self._resolve_sweep_batch(group)
 
     async def _resolve_pending(self, run: Run) -> None:
         """Find a pending run on InvokeAI by its batch, or send it (again, or at last)."""
@@ -79,6 +96,52 @@ class Reconciler:
             return
         self.ctx.registry.maybe_sent.pop(run.id, None)
         await self.dispatcher.send(run, None)
+
+    async def _resolve_sweep_batch(self, runs: list[Run]) -> None:
+        """Find pending runs of a sweep on InvokeAI by their shared batch, or send them again
+        under a new one (so that the i-th item of a batch is always its i-th run)."""
+        batch_id = runs[0].batch_id
+        if batch_id is None:
+            return
+        now = time.monotonic()
+        lost = [self.ctx.registry.maybe_sent.get(r.id) for r in runs]
+        settling = any(t is not None and now - t < CLAIM_SETTLE_SECONDS for t in lost)
+        for run in runs:
+            self.ctx.registry.begin_enqueue(run.id)
+        sent = False
+        try:
+            try:
+                items = await self.ctx.client.queue_repo.aget_items_by_batch(batch_id)
+            except InvokeAIError:
+                return  # unreachable: next round
+            if items:
+                await self._record_found(runs, sorted(item.item_id for item in items))
+            elif not settling:
+                fresh = str(uuid.uuid4())
+                await self.ctx.db.run(sweeps.rebatch, self.ctx.engine, [r.id for r in runs], fresh)
+                for run in runs:
+                    run.batch_id = fresh
+                    self.ctx.registry.maybe_sent.pop(run.id, None)
+                sent = True
+                await self.dispatcher.send_batch(runs, None)  # ends the in-flight marks
+        finally:
+            if not sent:
+                for run in runs:
+                    self.ctx.registry.end_enqueue(run.id)
+
+    async def _record_found(self, runs: list[Run], item_ids: list[int]) -> None:
+        """Give each run the item at its place in the batch; runs past the items InvokeAI
+        took get a new batch id and are sent next round."""
+        left = []
+        for run in runs:
+            position = await self.ctx.db.run(sweeps.batch_position, self.ctx.engine, run)
+            if position < len(item_ids):
+                logger.info("run %s found on InvokeAI as item %s", run.id, item_ids[position])
+                await self.dispatcher.record_enqueued(run, item_ids[position], synthetic=True)
+            else:
+                left.append(run.id)
+        if left:
+            await self.ctx.db.run(sweeps.rebatch, self.ctx.engine, left, str(uuid.uuid4()))
 
     async def resolve_submitting(self, run: Run) -> bool:
         """Settle a ``submitting`` row left behind from InvokeAI; False when it cannot tell."""

@@ -148,7 +148,7 @@ class RunService:
             cap = self.settings.max_unfinished_runs
             claim = await self.db.run(claims.claim_run, self.engine, run, cap)
             if claim is Claim.FULL:
-                raise self._too_many()
+                raise self.too_many()
             if claim is Claim.CLAIMED:
                 if pending:
                     self.dispatcher.dispatch(run, prepared)
@@ -191,7 +191,8 @@ class RunService:
         body = build_body(handle, board_id=sub.board_id, destination=run.id, batch_id=run.batch_id)
         return Prepared(handle, body, recorded)
 
-    def _too_many(self) -> TooManyRuns:
+    def too_many(self) -> TooManyRuns:
+        """The 429 of a full cap on unfinished runs."""
         cap = self.settings.max_unfinished_runs
         return TooManyRuns(
             f"{cap} runs are unfinished (GATEWAY_MAX_UNFINISHED_RUNS); try again later",

@@ -98,9 +98,17 @@ class LiveFeed:
     where the reader sleeps meanwhile, woken only by a detach or a close, never per event.
     """
 
-    def __init__(self, *, run_id: str | None, workflow_id: str | None, maxsize: int) -> None:
+    def __init__(
+        self,
+        *,
+        run_id: str | None,
+        workflow_id: str | None,
+        maxsize: int,
+        run_ids: frozenset[str] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
+        self.run_ids = run_ids  # indexed by workflow, the reader keeps only these runs
         self.lagging = False
         self.dropped = 0
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
@@ -129,6 +137,8 @@ class LiveFeed:
             return
         if self._workflow_check:
             events = [e for e in events if e.get("workflow_id") == self.workflow_id]
+        if self.run_ids is not None:
+            events = [e for e in events if e.get("run_id") in self.run_ids]
         sink = self._sink
         if sink is not None:
             if events:
@@ -242,9 +252,14 @@ class EventBroker(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(
-        self, *, run_id: str | None = None, workflow_id: str | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+        run_ids: frozenset[str] | None = None,
     ) -> AbstractAsyncContextManager[LiveFeed]:
-        """Receive the live events of one run, one workflow, or all (no filter).
+        """Receive the live events of one run, one workflow (of some of its runs: ``run_ids``),
+        or all (no filter).
 
         Returns:
             An async context manager yielding a ``LiveFeed`` (an async iterator of event
@@ -355,10 +370,16 @@ class InMemoryEventBroker(EventBroker):
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, *, run_id: str | None = None, workflow_id: str | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+        run_ids: frozenset[str] | None = None,
     ) -> AsyncIterator[LiveFeed]:
         """Receive live events; see ``EventBroker.subscribe``."""
-        sub = LiveFeed(run_id=run_id, workflow_id=workflow_id, maxsize=self.queue_size)
+        sub = LiveFeed(
+            run_id=run_id, workflow_id=workflow_id, run_ids=run_ids, maxsize=self.queue_size
+        )
         index, key = self._index_for(sub)
         if key is None:
             self._unfiltered.add(sub)

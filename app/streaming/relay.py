@@ -65,12 +65,20 @@ _EVENT_COLUMNS = [
 
 
 def load_events_after(
-    engine: Engine, *, after_id: int, run_id: str | None, workflow_id: str | None, limit: int
+    engine: Engine,
+    *,
+    after_id: int,
+    run_id: str | None,
+    workflow_id: str | None,
+    limit: int,
+    run_ids: frozenset[str] | None = None,
 ) -> list[Event]:
     """Up to ``limit`` stored events with an id above ``after_id``, oldest first."""
     query = select(*_EVENT_COLUMNS).where(_EVENTS.c.id > after_id)
     if run_id is not None:
         query = query.where(_EVENTS.c.run_id == run_id)
+    if run_ids is not None:
+        query = query.where(_EVENTS.c.run_id.in_(sorted(run_ids)))
     if workflow_id is not None:
         query = query.where(_EVENTS.c.workflow_id == workflow_id)
     with engine.connect() as connection:
@@ -88,8 +96,16 @@ def load_run_status(engine: Engine, run_id: str) -> str | None:
 TERMINAL_STATUSES = frozenset(s.value for s in RunStatus if s.terminal)
 
 
-async def _run_is_over(engine: Engine, run_id: str) -> bool:
-    return await anyio.to_thread.run_sync(load_run_status, engine, run_id) in TERMINAL_STATUSES
+def _all_over(engine: Engine, run_ids: frozenset[str]) -> bool:
+    with Session(engine) as session:
+        return all(
+            (run := session.get(Run, run_id)) is not None and run.status in TERMINAL_STATUSES
+            for run_id in run_ids
+        )
+
+
+async def _runs_are_over(engine: Engine, run_ids: frozenset[str]) -> bool:
+    return await anyio.to_thread.run_sync(_all_over, engine, run_ids)
 
 
 # -- the stream --------------------------------------------------------------------------------
@@ -104,18 +120,24 @@ def _chunk(batch: Batch) -> bytes:
 
 
 class _Cursor:
-    """The last id sent, whether the stream is over, and where encoded events are shared."""
+    """The last id sent, whether the stream is over, and where encoded events are shared.
 
-    def __init__(self, last_id: int, wire: WireCache, *, stop_at_terminal: bool) -> None:
+    A stream of given runs (``until``) is over once each of them sent its terminal event.
+    """
+
+    def __init__(self, last_id: int, wire: WireCache, *, until: frozenset[str] | None) -> None:
         self.last_id = last_id
         self.done = False
         self.wire = wire
-        self.stop_at_terminal = stop_at_terminal
+        self.until = until
+        self._running = set(until or ())
 
     def advance(self, event: Event) -> WireEvent:
         """Mark ``event`` sent (the caller sends it); the encoded form to send."""
         self.last_id = int(event["id"])
-        self.done = self.stop_at_terminal and is_terminal_event(event)
+        if self.until is not None and is_terminal_event(event):
+            self._running.discard(str(event.get("run_id")))
+            self.done = not self._running
         return self.wire.get(event)
 
     def advance_all(self, events: list[Event]) -> Batch:
@@ -133,6 +155,7 @@ class _Cursor:
 async def _replay(
     engine: Engine, cursor: _Cursor, run_id: str | None, workflow_id: str | None
 ) -> AsyncIterator[Batch]:
+    many = cursor.until if cursor.until is not None and run_id is None else None
     while not cursor.done:
         page = await anyio.to_thread.run_sync(
             lambda: load_events_after(
@@ -141,6 +164,7 @@ async def _replay(
                 run_id=run_id,
                 workflow_id=workflow_id,
                 limit=REPLAY_PAGE,
+                run_ids=many,
             )
         )
         batch = cursor.advance_all(page)
@@ -160,8 +184,10 @@ async def relay(
     run_id: str | None = None,
     workflow_id: str | None = None,
     previews: PreviewHub | None = None,
+    run_ids: frozenset[str] | None = None,
 ) -> None:
-    """Write one stream: one run's events (until its terminal event), or many (never ends).
+    """Write one stream: one run's events (until its terminal event), those of a set of runs
+    of one workflow (until each one's terminal event), or many (never ends).
 
     Args:
         connection: where the events go.
@@ -172,9 +198,12 @@ async def relay(
         run_id: only this run's events; the stream ends after its terminal event.
         workflow_id: only the events of this workflow's runs.
         previews: also write the live-only previews of those runs (``?previews=true``).
+        run_ids: only these runs (of ``workflow_id``); the stream ends after the last one's
+            terminal event.
     """
-    cursor = _Cursor(last_id, wire_cache(broker), stop_at_terminal=run_id is not None)
-    async with broker.subscribe(run_id=run_id, workflow_id=workflow_id) as sub:
+    until = frozenset([run_id]) if run_id is not None else run_ids
+    cursor = _Cursor(last_id, wire_cache(broker), until=until)
+    async with broker.subscribe(run_id=run_id, workflow_id=workflow_id, run_ids=run_ids) as sub:
         with _previews_to(connection, sub, previews, run_id=run_id, workflow_id=workflow_id):
             await _stream(connection, engine, sub, cursor, ping, run_id, workflow_id)
 
@@ -192,7 +221,7 @@ async def _stream(
     while not cursor.done:
         # Read the status before the replay: a run already over has stored its terminal
         # event (in the transaction that ended it), so the replay finds it.
-        over = run_id is not None and await _run_is_over(engine, run_id)
+        over = cursor.until is not None and await _runs_are_over(engine, cursor.until)
         async for batch in _replay(engine, cursor, run_id, workflow_id):
             await connection.write(_chunk(batch))
         if over:

@@ -19,7 +19,13 @@ from app.streaming.previews import previews_of
 from app.streaming.relay import newest_event_id, relay, run_status
 from app.streaming.wire import EventStreamResponse
 
-__all__ = ["router"]
+__all__ = [
+    "SEND_TIMEOUT_SECONDS",
+    "LastEventIdHeader",
+    "LastEventIdQuery",
+    "resume_point",
+    "router",
+]
 
 router = APIRouter(tags=["events"])
 
@@ -105,7 +111,7 @@ async def run_events(
     """Follow one run: its stored events, then live ones, ending after the terminal event."""
     if await run_status(engine_of(request), run_id) is None:
         raise NotFound(f"run {run_id} not found")
-    last = _resume_point(last_event_id_header, last_event_id)
+    last = resume_point(last_event_id_header, last_event_id)
     return _response(request, last_id=last, run_id=run_id, previews=previews)
 
 
@@ -124,7 +130,8 @@ async def all_events(
     return _response(request, last_id=last, workflow_id=workflow_id, previews=previews)
 
 
-def _resume_point(header: int | None, query: int | None) -> int:
+def resume_point(header: int | None, query: int | None) -> int:
+    """Where a stream of given runs resumes: the header, else the query, else the start."""
     if header is not None:
         return header
     return query if query is not None else 0
