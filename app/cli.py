@@ -38,6 +38,11 @@ SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         int,
         "cap on runs not yet finished; past it 429 [GATEWAY_MAX_UNFINISHED_RUNS]",
     ),
+    "--max-batch-runs": (
+        "max_batch_runs",
+        int,
+        "runs one POST /workflows/{id}/batches may make; past it 422 [GATEWAY_MAX_BATCH_RUNS]",
+    ),
     "--idempotency-ttl": (
         "idempotency_ttl_seconds",
         float,

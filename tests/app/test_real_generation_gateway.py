@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from PIL import Image
 
-from invokeai_py_client import IvkDnnModel
-from tests.app.conftest import load_json, register
+from invokeai_py_client import InvokeAIClient, IvkDnnModel
+from tests.app.conftest import load_json, register, wait_until
 from tests.support.editor_files import denoise_steps, with_denoise
 
 pytestmark = pytest.mark.invokeai
@@ -197,3 +199,50 @@ async def test_previews_are_streamed_live_only_to_readers_that_ask(
     assert all(sse.event != "node.preview" for sse in plain)
     replayed = await _read(http, events_url, previews="true", last_event_id=0)
     assert replayed and all(sse.event != "node.preview" for sse in replayed)  # never replayed
+
+
+async def test_a_prompt_sweep_with_a_model_is_one_batch_and_a_model_sweep_one_per_run(
+    http: httpx.AsyncClient,
+    tiny_sd1: IvkDnnModel,
+    shipped_workflows_dir: Path,
+    aclient: InvokeAIClient,
+) -> None:
+    workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
+    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+    small = {index["Width"]: 64, index["Height"]: 64}
+    prompts = ["a red fox", "a blue whale", "a green frog"]
+    by_prompt = {
+        "inputs": {**small, index["model"]: tiny_sd1.key},
+        "vary": {index["Positive Prompt"]: prompts},
+    }
+    by_model = {
+        "inputs": {**small, index["Positive Prompt"]: "one prompt"},
+        "vary": {index["model"]: [tiny_sd1.key, tiny_sd1.name]},  # by key, then by name
+    }
+    url = f"/workflows/{workflow['id']}/batches"
+    prompt_sweep = (await http.post(url, json=by_prompt)).json()
+    model_sweep = (await http.post(url, json=by_model)).json()
+    assert prompt_sweep["one_batch"] is True and model_sweep["one_batch"] is False
+
+    async def finished(batch_id: str) -> dict[str, Any] | None:
+        batch: dict[str, Any] = (await http.get(f"/batches/{batch_id}")).json()
+        return batch if batch["finished"] else None
+
+    for sweep in (prompt_sweep, model_sweep):
+        done = await wait_until(functools.partial(finished, sweep["id"]), timeout=180)
+        assert done["status"] == "succeeded", done
+        for run in done["runs"]:
+            (name,) = [n for out in run["outputs"] for n in out["image_names"]]
+            png = (await http.get(f"/images/{name}")).content
+            assert Image.open(io.BytesIO(png)).size == (64, 64)
+    done = await finished(prompt_sweep["id"])
+    assert done is not None
+    sent = []
+    for run in done["runs"]:  # each queue item denoised with its own prompt
+        item = await aclient.queue_repo.aget_item(run["item_id"])
+        assert item.session is not None
+        node = item.session["graph"]["nodes"][
+            workflow["inputs"][int(index["Positive Prompt"])]["node_id"]
+        ]
+        sent.append(node["prompt"])
+    assert sent == prompts
