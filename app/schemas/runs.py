@@ -13,6 +13,7 @@ from app.db.tables import RunStatus
 from app.schemas.events import WEBHOOK_EVENT_NAMES, WebhookEventName, webhook_events_help
 
 __all__ = [
+    "RunBatchRef",
     "RunCreate",
     "RunError",
     "RunImage",
@@ -84,6 +85,14 @@ class RunLinks(SQLModel):
     workflow: str
 
 
+class RunBatchRef(SQLModel):
+    """The batch (``POST /workflows/{id}/batches``) a run belongs to, and its place in it."""
+
+    id: str
+    index: int
+    url: str
+
+
 class RunPublic(SQLModel):
     """A run as the API shows it."""
 
@@ -105,6 +114,9 @@ class RunPublic(SQLModel):
     outputs: list[RunOutput] = []
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    batch: RunBatchRef | None = Field(
+        None, description="The gateway batch this run is part of (null: a run of its own)."
+    )
     links: RunLinks
 
 

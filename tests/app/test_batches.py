@@ -92,6 +92,9 @@ async def test_a_product_sweep_is_one_invokeai_batch_with_each_run_at_its_place(
     assert done["counts"] == {"queued": 0, "running": 0, "succeeded": 6, "failed": 0, "canceled": 0}
     runs = [(await http.get(f"/runs/{r['run_id']}")).json() for r in done["runs"]]
     assert len({run["batch_id"] for run in runs}) == 1  # one InvokeAI batch
+    assert [run["batch"] for run in runs] == [
+        {"id": batch["id"], "index": i, "url": f"/batches/{batch['id']}"} for i in range(6)
+    ]
     item_ids = [run["item_id"] for run in runs]
     assert item_ids == sorted(item_ids) and len(set(item_ids)) == 6
     assert await seeds_on_invokeai(aclient, item_ids) == wanted  # each item is its run's

@@ -70,8 +70,12 @@ def parse_prefer_wait(prefer: str | None, cap: float) -> float | None:
 
 def run_public(run: Run) -> dict[str, Any]:
     """The API view of a run row."""
+    batch = None
+    if run.sweep_id is not None:
+        batch = {"id": run.sweep_id, "index": run.sweep_index, "url": f"/batches/{run.sweep_id}"}
     return {
-        **run.model_dump(exclude={"outputs", "error"}),
+        **run.model_dump(exclude={"outputs", "error", "sweep_id", "sweep_index"}),
+        "batch": batch,
         "error": run.error,
         "outputs": outputs_with_urls(run.outputs or []),
         "links": {
