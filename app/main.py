@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app._version import gateway_version
 from app.api.router import api_router
@@ -29,6 +30,7 @@ from app.db.thread import DatabaseThread
 from app.metrics.route import install_metrics, start_metrics
 from app.runs.service import RunService
 from app.streaming.broker import InMemoryEventBroker
+from app.streaming.wire import keep_server_send
 from app.webhooks.worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
 
@@ -40,6 +42,15 @@ run them by sending only the values that change (keyed by input index), follow r
 Server-Sent Events, and find every run in a durable history. Errors are
 `application/problem+json`.
 """
+
+
+class GatewayAPI(FastAPI):
+    """The FastAPI application, keeping the server's own ``send`` for event streams' direct
+    writes (``app.streaming.wire``) before any middleware wraps it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        keep_server_send(scope, send)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = GatewayAPI(
         title="InvokeAI gateway",
         version=gateway_version(),
         description=DESCRIPTION,

@@ -9,7 +9,13 @@ everything done per stream per event is multiplied by a thousand. What is left o
   the caller (the broker's ``publish``), instead of waking a task per stream. With uvicorn
   the send finishes without suspending unless the socket's buffer is full; only then is the
   rest of that send handed to the stream's own task (``Connection.finish``), which waits for
-  it under the send timeout: the only timer, and only on that slow path.
+  it under the send timeout: the only timer, and only on that slow path;
+- the direct write: served by uvicorn's httptools protocol (its default), a body chunk whose
+  socket is writable goes straight to the connection's transport, framed as the HTTP/1.1
+  chunk uvicorn would have written (the framing shared by every stream sending the same
+  bytes), skipping the middleware's send wrappers, which only look at the response's start.
+  The start, the end, and any write that must wait take the ASGI path. The application keeps
+  the server's own ``send`` in the scope for that (``keep_server_send``).
 
 ``EventStreamResponse`` is our own response class rather than sse-starlette's
 ``EventSourceResponse``: that one pulls every event through an async iterator in a task per
@@ -22,6 +28,7 @@ encoding) and ``AppStatus.should_exit`` (its hook on uvicorn's exit signal).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 import weakref
@@ -42,6 +49,7 @@ __all__ = [
     "SendTimeout",
     "WireEvent",
     "encode_event",
+    "keep_server_send",
     "run_eagerly",
     "wire_cache",
 ]
@@ -162,6 +170,32 @@ def run_eagerly(awaitable: Awaitable[None]) -> _Rest | None:
     return _Rest(coro, suspended_on)
 
 
+SERVER_SEND_KEY: Final = "gateway.server_send"
+
+
+def keep_server_send(scope: Scope, send: Send) -> None:
+    """Called by the application before any middleware: keeps the server's own ``send`` in
+    the scope, where an event stream finds it for direct writes (see the module's doc)."""
+    if scope["type"] == "http":
+        scope[SERVER_SEND_KEY] = send
+
+
+def _direct_cycle(server_send: Send | None) -> Any:
+    """uvicorn's httptools request cycle behind ``server_send``, or None (any other server)."""
+    cycle = getattr(server_send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    if not all(hasattr(cycle, a) for a in ("transport", "flow", "chunked_encoding")):
+        return None
+    return cycle
+
+
+@functools.lru_cache(maxsize=64)
+def _http_chunk(body: bytes) -> bytes:
+    """``body`` framed as one HTTP/1.1 chunk; streams sending the same bytes share it."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
 class SendTimeout(TimeoutError):
     """A reader did not take a chunk within the send timeout: its connection is dropped."""
 
@@ -178,10 +212,11 @@ class Connection:
     streams, anyio cancel scopes) would fail there: the broker logs it and ends that stream.
     """
 
-    def __init__(self, send: Send, *, send_timeout: float) -> None:
+    def __init__(self, send: Send, *, send_timeout: float, server_send: Send | None = None) -> None:
         self._send = send
         self.send_timeout = send_timeout
         self._blocked: _Rest | None = None
+        self._cycle = _direct_cycle(server_send)
 
     @property
     def blocked(self) -> bool:
@@ -191,6 +226,16 @@ class Connection:
     def write_now(self, chunk: bytes) -> bool:
         """Send ``chunk`` from the caller; True when done, False when it waits (``finish``)."""
         assert self._blocked is None, "a send is still in flight"
+        cycle = self._cycle
+        if (
+            cycle is not None
+            and not cycle.flow.write_paused
+            and not cycle.disconnected
+            and not cycle.response_complete
+            and cycle.chunked_encoding
+        ):
+            cycle.transport.write(_http_chunk(chunk))
+            return True
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
         self._blocked = run_eagerly(self._send(message))
         return self._blocked is None
@@ -254,7 +299,8 @@ class EventStreamResponse(Response):
         if scope.get("method") == "HEAD":  # headers only: an endless body would never end
             await send(_END)
             return
-        connection = Connection(send, send_timeout=self.send_timeout)
+        server_send = scope.get(SERVER_SEND_KEY)
+        connection = Connection(send, send_timeout=self.send_timeout, server_send=server_send)
         streaming = asyncio.create_task(self.stream(connection))
         watching = asyncio.create_task(_until_disconnect(receive))
         with _ExitWatch.streaming() as exiting:
