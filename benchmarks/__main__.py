@@ -1,10 +1,11 @@
 """Run the benchmarks against a real InvokeAI and write the results table (+ JSON).
 
-Usage: ``python -m benchmarks [client|gateway|compare ...]`` (default: every suite). Uses the
-server named by ``INVOKEAI_TEST_URL``, or starts one as the tests do. A run that includes
-``compare`` (issue 5's side-by-side run) writes ``benchmarks/results.md`` and ``results.json``
-with a targets section; any other selection writes ``<suites>_results.md`` (for example
-``client_results.md``), so it never overwrites the combined results.
+Usage: ``python -m benchmarks [client|gateway|compare|denoise ...]`` (default: every
+suite). Uses the server named by ``INVOKEAI_TEST_URL``, or starts one as the tests do. A
+run that includes ``compare`` (issue 5's side-by-side run) writes ``benchmarks/results.md``
+and ``results.json`` with a targets section; any other selection writes
+``<suites>_results.md`` (for example ``client_results.md``), so it never overwrites the
+combined results.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import sys
 
 from tests.support.invokeai_server import running_server
 
-from . import client_bench, compare_bench, gateway_bench
+from . import client_bench, compare_bench, denoise_bench, gateway_bench
 from ._report import Report
 
 SUITES = {
     "client": client_bench.run,
     "gateway": gateway_bench.run,
     "compare": compare_bench.run,
+    "denoise": denoise_bench.run,
 }
 
 
