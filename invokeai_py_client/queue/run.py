@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events.models import (
     EventsResyncEvent,
+    InvocationCompleteEvent,
     InvocationErrorEvent,
     InvokeAIEvent,
     QueueClearedEvent,
@@ -42,6 +43,7 @@ from ..exceptions import (
     RunFailedError,
     RunTimeoutError,
 )
+from .from_events import CompletedNodes
 from .models import EnqueueResult, IvkJob, JobStatus, OpenJobStatus
 
 if TYPE_CHECKING:
@@ -111,6 +113,8 @@ class WorkflowRun:
         self.job: IvkJob | None = None
         self.error_event: InvocationErrorEvent | None = None
         self.error: InvokeAIError | None = None
+        # The item's node results as its events tell them (None: always read the item).
+        self.completed_nodes: CompletedNodes | None = None
         self.finished = False
         self._done = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,6 +190,8 @@ class RunWatcher:
         """Take one event; True once the run has ended."""
         run = self._run
         if isinstance(event, EventsResyncEvent | QueueClearedEvent):
+            if run.completed_nodes is not None:
+                run.completed_nodes.gap()
             return await self.recheck()
         if isinstance(event, QueueItemsCanceledEvent):
             return run.item_id in event.canceled_item_ids and await self.recheck()
@@ -193,6 +199,8 @@ class RunWatcher:
             return run.finished
         if isinstance(event, InvocationErrorEvent):
             run.error_event = event
+        elif isinstance(event, InvocationCompleteEvent) and run.completed_nodes is not None:
+            run.completed_nodes.add(event.model_dump())
         elif isinstance(event, QueueItemStatusChangedEvent):
             run.status = event.status
             run.session_id = event.session_id or run.session_id
@@ -234,6 +242,12 @@ class RunWatcher:
     async def _finish_from_event(self, event: QueueItemStatusChangedEvent) -> None:
         run = self._run
         assert run.item_id is not None
+        if run.completed_nodes is not None:
+            # Every node's result came with its event: no need to read the item back.
+            from_events = run.completed_nodes.job(event.model_dump())
+            if from_events is not None:
+                run.finish(from_events)
+                return
         try:
             job = await self._client.queue_repo.aget_item(run.item_id)
         except InvokeAIError:

@@ -16,6 +16,7 @@ from .._portal import sync_twin
 from ..events.models import EventsResyncEvent
 from ..exceptions import InvokeAIError
 from ..fields.base import IvkField
+from ..queue.from_events import CompletedNodes
 from ..queue.models import IvkJob
 from ..queue.run import (
     RECHECK_INTERVAL,
@@ -193,6 +194,8 @@ class WorkflowHandle:
         batch_id = str(uuid.uuid4())
         body = self.preview(batch_id=batch_id)
         run = WorkflowRun(batch_id)
+        if not body["batch"].get("data"):  # one queue item: its events can tell its results
+            run.completed_nodes = CompletedNodes.of_graph(body["batch"]["graph"])
         sub = None
         if subscribe:
             # Subscribed before the POST, by the batch id we minted: nothing can be missed.
