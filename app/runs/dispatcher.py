@@ -72,6 +72,11 @@ def sweep_targets(handle: WorkflowHandle, vary: dict[str, Any]) -> list[tuple[st
     return [by_index[key.strip()] for key in vary]
 
 
+def _graph(prepared: Prepared) -> dict[str, Any]:
+    graph: dict[str, Any] = prepared.body["batch"]["graph"]
+    return graph
+
+
 def _ids(runs: Sequence[Run]) -> str:
     return ", ".join(run.id for run in runs)
 
@@ -127,7 +132,7 @@ class Dispatcher:
             if await self.ctx.transitions.apply(queued_change(run, enqueued.item_id)) is None:
                 raise InvokeAIUnavailable(f"run {run.id} vanished while it was enqueued")
             run.status, run.item_id = RunStatus.queued.value, enqueued.item_id
-            self.follower.follow_new(run)
+            self.follower.follow_new(run, _graph(prepared))
             return run
         finally:
             self.ctx.registry.end_enqueue(run.id)
@@ -159,7 +164,7 @@ class Dispatcher:
     async def _send_pending(self, run: Run, prepared: Prepared) -> None:
         enqueued = await self._try_send([run], prepared)
         if enqueued is not None:
-            await self.record_enqueued(run, enqueued.item_id)
+            await self.record_enqueued(run, enqueued.item_id, graph=_graph(prepared))
 
     async def _try_send(self, runs: Sequence[Run], prepared: Prepared) -> Enqueued | None:
         """Send the body of pending ``runs``; None when they stay pending or were refused."""
@@ -203,9 +208,10 @@ class Dispatcher:
             async with self._slots:
                 if prepared is None:
                     prepared = await self._rebuild_batch(runs)
-                enqueued = None if prepared is None else await self._try_send(runs, prepared)
-                if enqueued is not None:
-                    await self._record_batch(runs, enqueued.item_ids)
+                if prepared is not None:
+                    enqueued = await self._try_send(runs, prepared)
+                    if enqueued is not None:
+                        await self._record_batch(runs, enqueued.item_ids, _graph(prepared))
         except asyncio.CancelledError:
             raise
         except Exception:  # the runs stay pending: the next round looks them up or sends them
@@ -214,16 +220,26 @@ class Dispatcher:
             for run in runs:
                 self.ctx.registry.end_enqueue(run.id)
 
-    async def _record_batch(self, runs: Sequence[Run], item_ids: Sequence[int]) -> None:
+    async def _record_batch(
+        self, runs: Sequence[Run], item_ids: Sequence[int], graph: dict[str, Any]
+    ) -> None:
         for run, item_id in zip(runs, item_ids, strict=False):
-            await self.record_enqueued(run, item_id)
+            await self.record_enqueued(run, item_id, graph=graph)
         left = [run.id for run in runs[len(item_ids) :]]
         if left:  # a nearly full queue took only the first ones: the rest go as a new batch
             logger.warning("InvokeAI's queue took %d of %d runs", len(item_ids), len(runs))
             await self.ctx.db.run(sweeps.rebatch, self.ctx.engine, left, str(uuid.uuid4()))
 
-    async def record_enqueued(self, run: Run, item_id: int, *, synthetic: bool = False) -> None:
-        """Store the pending run's queue item with its ``run.queued`` event, then follow it."""
+    async def record_enqueued(
+        self,
+        run: Run,
+        item_id: int,
+        *,
+        synthetic: bool = False,
+        graph: dict[str, Any] | None = None,
+    ) -> None:
+        """Store the pending run's queue item with its ``run.queued`` event, then follow it
+        (``graph``: the graph sent, when known)."""
         self.ctx.registry.maybe_sent.pop(run.id, None)
         if (
             await self.ctx.transitions.apply(queued_change(run, item_id, synthetic=synthetic))
@@ -235,7 +251,7 @@ class Dispatcher:
                 await self.ctx.client.queue_repo.acancel_item(item_id)
             return
         run.status, run.item_id = RunStatus.queued.value, item_id
-        self.follower.follow_new(run)
+        self.follower.follow_new(run, graph)
 
     async def _fail_pending(self, runs: Sequence[Run], error: dict[str, Any]) -> None:
         for run in runs:

@@ -32,6 +32,7 @@ from app.schemas.events import RunEventType
 from invokeai_py_client import IvkJob
 from invokeai_py_client.events import EventHub
 from invokeai_py_client.exceptions import InvokeAIError, NotFoundError
+from invokeai_py_client.queue import CompletedNodes
 
 __all__ = ["Follower", "checks_after_bulk_read"]
 
@@ -118,10 +119,16 @@ class Follower:
 
     # -- tracking ---------------------------------------------------------------------------
 
-    def follow_new(self, run: Run) -> None:
-        """Start following a run that was just enqueued (and its ``run.queued`` stored)."""
+    def follow_new(self, run: Run, graph: dict[str, Any] | None = None) -> None:
+        """Start following a run that was just enqueued (and its ``run.queued`` stored).
+
+        ``graph`` is the graph sent, when known: a run whose every node's result arrives
+        with its event, with nothing missed, is closed from the events alone.
+        """
         # No await in here: events that came early are queued before any later one.
         tracked = self._track(run)
+        if graph is not None and self.events_connected:
+            tracked.completed = CompletedNodes.of_graph(graph)
         for item_id, event_type, payload in self._early:
             if item_id == tracked.item_id:
                 tracked.inbox.put_nowait(Relayed(event_type, payload))
@@ -195,6 +202,7 @@ class Follower:
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
                     self._attempted.set()
+                    self._events_missed()
                     await self._recheck_all()
                     async for event in sub:
                         await self._on_event(event.event_type, event.model_dump(mode="json"))
@@ -235,8 +243,15 @@ class Follower:
         for tracked, message in checks_after_bulk_read(followed, items):
             tracked.inbox.put_nowait(message)
 
+    def _events_missed(self) -> None:
+        """Events may have been lost (a reconnect, an overflow): runs end from their items."""
+        for tracked in self.ctx.registry.followed():
+            if tracked.completed is not None:
+                tracked.completed.gap()
+
     async def _on_event(self, event_type: str, payload: dict[str, Any]) -> None:
         if event_type == "events_resync":
+            self._events_missed()
             await self._recheck_all()
             return
         if event_type == "queue_items_canceled":
@@ -262,6 +277,8 @@ class Follower:
         translated = node_event(event_type, payload)
         if translated is None:
             return
+        if translated[0] is RunEventType.node_completed and tracked.completed is not None:
+            tracked.completed.add(payload)
         if translated[0] is RunEventType.node_progress:
             self._offer_preview(tracked, translated[1], payload.get("image"))
         await self._mark_started(tracked, payload.get("session_id"))
@@ -306,7 +323,10 @@ class Follower:
             self.spawn(self._finish_later(tracked))  # give invocation_error time to arrive
         elif run_status in (RunStatus.succeeded.value, RunStatus.canceled.value):
             tracked.evented = True
-            await self._finish(tracked)
+            from_events = tracked.completed.job(payload) if tracked.completed else None
+            # Every node's result came with its event: no need to read the item back.
+            item = from_events.model_dump(mode="json") if from_events is not None else None
+            await self._finish(tracked, item)
 
     async def _finish_later(self, tracked: Tracked) -> None:
         await asyncio.sleep(FAILED_GRACE_SECONDS)

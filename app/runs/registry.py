@@ -15,6 +15,7 @@ from typing import Any
 
 from app.db.tables import Run
 from invokeai_py_client import IvkJob
+from invokeai_py_client.queue import CompletedNodes
 
 __all__ = ["Check", "Finish", "InFlight", "Message", "Relayed", "Tracked"]
 
@@ -55,6 +56,8 @@ class Tracked:
     # Whether InvokeAI told the end over Socket.IO; if not, the terminal event is synthetic.
     evented: bool = False
     finishing: bool = False
+    # Its node results as the events tell them (None: the end is read from the queue item).
+    completed: CompletedNodes | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # Everything about one run is handled in order by one task reading this inbox.
     inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)

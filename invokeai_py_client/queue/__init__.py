@@ -1,5 +1,6 @@
 """The session queue: items, statuses, cancel, and exactly-once enqueue."""
 
+from .from_events import CompletedNodes
 from .models import (
     BatchStatus,
     EnqueueResult,
@@ -13,6 +14,7 @@ from .repo import QueueRepository
 
 __all__ = [
     "BatchStatus",
+    "CompletedNodes",
     "EnqueueResult",
     "IvkJob",
     "JobStatus",
