@@ -9,7 +9,8 @@ import pytest
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
 from invokeai_py_client.exceptions import ConflictError
-from tests.support import invokeai_server, tiny_models
+from tests.support import invokeai_server, postgres_server, tiny_models
+from tests.support.postgres_server import PostgresServer
 
 OWN_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
 # The editor files that run as they are (an image input aside), one per way a file declares
@@ -40,6 +41,13 @@ def invokeai_url() -> Iterator[str]:
     """URL of a real InvokeAI 6.14.2: ``INVOKEAI_TEST_URL`` or one this session starts."""
     with invokeai_server.running_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the gateway tests that run on both databases (one cluster)."""
+    with postgres_server.running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from app.main import create_app
 from app.runs.enqueue import Enqueued, build_body, send_body
 from invokeai_py_client import WorkflowHandle
 from tests.app.live_server import serve
+from tests.support.postgres_server import PostgresServer
 
 TIMEOUT = httpx.Timeout(30.0)
 
@@ -44,9 +45,33 @@ def make_settings(tmp_path: Path, invokeai_url: str, **extra: Any) -> Settings:
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The database of one test: its own SQLite file (None), or a fresh PostgreSQL database.
+
+    Tests built on ``gateway_settings`` (the ``gateway`` and ``http`` fixtures) run on both.
+    """
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.fresh_database()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings naming the database of a module's gateway: none (its own SQLite file), or a
+    fresh PostgreSQL database; the module's tests run on both."""
+    if request.param == "sqlite":
+        return {}
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return {"database_url": server.fresh_database()}
+
+
 @pytest.fixture
-def gateway_settings(tmp_path: Path, invokeai_url: str) -> Settings:
-    return make_settings(tmp_path, invokeai_url)
+def gateway_settings(tmp_path: Path, invokeai_url: str, database_url: str | None) -> Settings:
+    if database_url is None:
+        return make_settings(tmp_path, invokeai_url)
+    return make_settings(tmp_path, invokeai_url, database_url=database_url)
 
 
 @pytest.fixture

@@ -29,8 +29,10 @@ SMALL = {"0": 24, "1": 16}
 
 
 @pytest.fixture(scope="module")
-async def gw(invokeai_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
-    settings = {"max_batch_runs": 12}
+async def gw(
+    invokeai_url: str, tmp_path_factory: pytest.TempPathFactory, module_database: dict[str, Any]
+) -> AsyncIterator[Served]:
+    settings = {"max_batch_runs": 12, **module_database}
     async with serve_gateway(tmp_path_factory.mktemp("batches"), invokeai_url, **settings) as s:
         yield s
 

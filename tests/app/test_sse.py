@@ -28,8 +28,11 @@ TIMEOUT = httpx.Timeout(60.0)
 
 
 @pytest.fixture(scope="module")
-async def gw(invokeai_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
-    async with serve_gateway(tmp_path_factory.mktemp("sse"), invokeai_url) as served:
+async def gw(
+    invokeai_url: str, tmp_path_factory: pytest.TempPathFactory, module_database: dict[str, Any]
+) -> AsyncIterator[Served]:
+    data_dir = tmp_path_factory.mktemp("sse")
+    async with serve_gateway(data_dir, invokeai_url, **module_database) as served:
         yield served
 
 
