@@ -26,6 +26,12 @@ from tests.support.editor_files import denoise_steps, with_denoise
 pytestmark = pytest.mark.invokeai
 
 
+@pytest.fixture
+def database_url() -> None:
+    """SQLite only: the run path is tested on PostgreSQL elsewhere, real denoising is slow."""
+    return None
+
+
 async def test_text_to_image_sd15_through_the_gateway(
     http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:

@@ -41,8 +41,10 @@ FAST: dict[str, Any] = {
 
 @contextlib.asynccontextmanager
 async def gateway(
-    data_dir: Path, invokeai_url: str, **extra: Any
+    data_dir: Path, invokeai_url: str, database_url: str | None = None, **extra: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
+    if database_url is not None:
+        extra["database_url"] = database_url
     async with (
         serve_gateway(data_dir, invokeai_url, **{**FAST, **extra}) as served,
         httpx.AsyncClient(base_url=served.url, timeout=60) as http,
@@ -94,9 +96,11 @@ def by_id(received: list[Received]) -> dict[str, Received]:
     return {r.msg_id: r for r in received if 200 <= r.answered < 300}
 
 
-async def test_terminal_delivery_is_signed_and_verifies(tmp_path: Path, invokeai_url: str) -> None:
+async def test_terminal_delivery_is_signed_and_verifies(
+    database_url: str | None, tmp_path: Path, invokeai_url: str
+) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
-        async with gateway(tmp_path, invokeai_url) as http:
+        async with gateway(tmp_path, invokeai_url, database_url) as http:
             workflow = await register(http, tiny_blur_workflow())
             radius = round(random.uniform(0.5, 3.0), 3)
             body = {"inputs": {"1": radius}, "webhook_url": receiver.url}
@@ -135,10 +139,14 @@ async def test_terminal_delivery_is_signed_and_verifies(tmp_path: Path, invokeai
 
 
 async def test_chosen_events_failed_and_canceled(
-    tmp_path: Path, invokeai_url: str, aclient: InvokeAIClient, workflows_dir: Path
+    database_url: str | None,
+    tmp_path: Path,
+    invokeai_url: str,
+    aclient: InvokeAIClient,
+    workflows_dir: Path,
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
-        async with gateway(tmp_path, invokeai_url) as http:
+        async with gateway(tmp_path, invokeai_url, database_url) as http:
             join = await join_three(http, workflows_dir)
             chosen = ["queued", "started", "completed", "canceled"]
             body = {"inputs": words(), "webhook_url": receiver.url, "webhook_events": chosen}
@@ -190,13 +198,13 @@ def _png() -> bytes:
 
 
 async def test_receiver_down_then_up_every_delivery_arrives(
-    tmp_path: Path, invokeai_url: str, workflows_dir: Path
+    database_url: str | None, tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     receiver = WebhookReceiver(secrets=[SECRET])
     receiver.up()
     receiver.down()  # the port is known, nothing listens
     try:
-        async with gateway(tmp_path, invokeai_url) as http:
+        async with gateway(tmp_path, invokeai_url, database_url) as http:
             join = await join_three(http, workflows_dir)
             events = ["queued", "completed"]
             runs = [
@@ -240,11 +248,11 @@ async def test_receiver_down_then_up_every_delivery_arrives(
 
 
 async def test_error_answers_are_retried_and_logged(
-    tmp_path: Path, invokeai_url: str, workflows_dir: Path
+    database_url: str | None, tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     with WebhookReceiver(secrets=[SECRET]) as receiver:
         receiver.status = 500
-        async with gateway(tmp_path, invokeai_url) as http:
+        async with gateway(tmp_path, invokeai_url, database_url) as http:
             join = await join_three(http, workflows_dir)
             run = await start_run(
                 http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
@@ -268,13 +276,15 @@ async def test_error_answers_are_retried_and_logged(
 
 
 async def test_retry_window_closes_then_redeliver(
-    tmp_path: Path, invokeai_url: str, workflows_dir: Path
+    database_url: str | None, tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     receiver = WebhookReceiver(secrets=[SECRET])
     receiver.up()
     receiver.down()
     try:
-        async with gateway(tmp_path, invokeai_url, webhook_retry_window_seconds=1.5) as http:
+        async with gateway(
+            tmp_path, invokeai_url, database_url, webhook_retry_window_seconds=1.5
+        ) as http:
             join = await join_three(http, workflows_dir)
             run = await start_run(
                 http, join["id"], {"inputs": words(), "webhook_url": receiver.url}
@@ -307,11 +317,11 @@ async def test_retry_window_closes_then_redeliver(
 
 
 async def test_a_backlog_larger_than_the_worker_takes_at_once_drains(
-    tmp_path: Path, invokeai_url: str, workflows_dir: Path
+    database_url: str | None, tmp_path: Path, invokeai_url: str, workflows_dir: Path
 ) -> None:
     fan_out = 100  # above the worker's in-flight bound (64)
     with WebhookReceiver(secrets=[SECRET]) as receiver:
-        async with gateway(tmp_path, invokeai_url) as http:
+        async with gateway(tmp_path, invokeai_url, database_url) as http:
             join = await join_three(http, workflows_dir)
             for n in range(fan_out):
                 body = {"url": f"{receiver.url}?n={n}", "event_types": ["completed"]}
