@@ -111,3 +111,27 @@ def tiny_sd1_lora(invokeai_url: str) -> IvkDnnModel:
     return _install_tiny(
         invokeai_url, tiny_models.SD1_LORA_NAME, "sd-1", "lora", file=tiny_models.SD1_LORA_FILE
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_controlnet(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD1.5 ControlNet (diffusers folder) shaped like the tiny SD1.5 UNet's encoder."""
+    return _install_tiny(invokeai_url, tiny_models.SD1_CONTROLNET_NAME, "sd-1", "controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_controlnet(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SDXL ControlNet (diffusers folder) shaped like the tiny SDXL UNet's encoder."""
+    return _install_tiny(invokeai_url, tiny_models.SDXL_CONTROLNET_NAME, "sdxl", "controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_upscaler(invokeai_url: str) -> IvkDnnModel:
+    """A tiny 2x ESRGAN (one ``.safetensors`` file) that spandrel loads: base any."""
+    return _install_tiny(
+        invokeai_url,
+        tiny_models.UPSCALER_NAME,
+        "any",
+        "spandrel_image_to_image",
+        file=tiny_models.UPSCALER_FILE,
+    )

@@ -22,12 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = "v3"
+RECIPE_VERSION = "v4"
 SD1_NAME = "tiny-sd1"
 SDXL_NAME = "tiny-sdxl"
 SDXL_VAE_NAME = "tiny-sdxl-vae"
 SD1_LORA_NAME = "tiny-sd1-lora"
 SD1_LORA_FILE = f"{SD1_LORA_NAME}.safetensors"
+SD1_CONTROLNET_NAME = "tiny-sd1-controlnet"
+SDXL_CONTROLNET_NAME = "tiny-sdxl-controlnet"
+UPSCALER_NAME = "tiny-esrgan-x2"
+UPSCALER_FILE = f"{UPSCALER_NAME}.safetensors"
 READY = ".built"
 
 
@@ -131,13 +135,7 @@ def _build_sdxl(target: Path, vae_target: Path) -> None:
     from transformers import CLIPTokenizer
 
     torch.manual_seed(0)
-    time_embed_dim = 8
-    unet = _tiny_unet(
-        2048,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_embed_dim,
-        projection_class_embeddings_input_dim=1280 + 6 * time_embed_dim,
-    )
+    unet = _tiny_unet(2048, **_SDXL_ADDED_EMBEDDINGS)
     tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
     tokenizer_2 = CLIPTokenizer(
         vocab=_byte_level_vocab(), merges=[], model_max_length=77, pad_token="!"
@@ -156,22 +154,71 @@ def _build_sdxl(target: Path, vae_target: Path) -> None:
     vae.save_pretrained(str(vae_target), safe_serialization=True)
 
 
+# The UNet's encoder half; a ControlNet copies it, so both are built from this one shape.
+_UNET_ENCODER: dict[str, Any] = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "in_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+_SDXL_TIME_EMBED_DIM = 8
+# SDXL's extra conditioning: the pooled 1280-wide text embedding and six size numbers.
+_SDXL_ADDED_EMBEDDINGS: dict[str, Any] = {
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": _SDXL_TIME_EMBED_DIM,
+    "projection_class_embeddings_input_dim": 1280 + 6 * _SDXL_TIME_EMBED_DIM,
+}
+
+
 def _tiny_unet(cross_attention_dim: int, **extra: Any) -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **_UNET_ENCODER,
         sample_size=8,
-        in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=8,
         **extra,
     )
+
+
+def _build_controlnet(target: Path, cross_attention_dim: int, **extra: Any) -> None:
+    """A ControlNet for the tiny UNet: its encoder half, plus a control-image embedding.
+
+    The embedding's four widths give three stride-2 convolutions, the VAE's 8x from pixels to
+    latents, so a control image of the output's size lands on the latent grid. InvokeAI tells
+    the base by ``cross_attention_dim`` in ``config.json`` (768 sd-1, 2048 sdxl).
+    """
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel(
+        **_UNET_ENCODER,
+        cross_attention_dim=cross_attention_dim,
+        conditioning_embedding_out_channels=(4, 8, 8, 16),
+        **extra,
+    )
+    controlnet.save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_upscaler(target: Path) -> None:
+    """A 2x ESRGAN (RRDBNet, old-arch keys) of 8 features and one block, for spandrel.
+
+    Spandrel, which InvokeAI's probe runs on the file, knows the architecture by its keys
+    (``model.0.weight``, ``model.1.sub.0.RDB1.conv1.0.weight``) and reads the scale from the
+    number of upsampling layers, so spandrel's own class builds a state dict it recognises.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(0)
+    model = ESRGAN(num_filters=8, num_blocks=1, scale=2)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(target))
 
 
 def _build_sd1(target: Path) -> None:
@@ -221,6 +268,9 @@ def build(folder: Path) -> None:
     _build_sd1(folder / SD1_NAME)
     _build_sdxl(folder / SDXL_NAME, folder / SDXL_VAE_NAME)
     _build_sd1_lora(folder / SD1_LORA_FILE)
+    _build_controlnet(folder / SD1_CONTROLNET_NAME, 768)
+    _build_controlnet(folder / SDXL_CONTROLNET_NAME, 2048, **_SDXL_ADDED_EMBEDDINGS)
+    _build_upscaler(folder / UPSCALER_FILE)
     (folder / READY).write_text(RECIPE_VERSION)
 
 

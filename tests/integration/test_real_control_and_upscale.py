@@ -1,0 +1,73 @@
+"""ControlNet and upscaling workflows with real (tiny) models, end to end, on the CPU.
+
+The ControlNets and the 2x ESRGAN are random-weight models made for the tests
+(``tests/support/tiny_models``) that InvokeAI's probe accepts as an SD1.5 or SDXL ControlNet and
+a spandrel image-to-image model. A 32x32 picture upscaled 2x makes the tiled denoise work on one
+64x64 tile, so each run takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
+from invokeai_py_client.queue.models import IvkJob
+from tests.support.generation import assert_one_image, handle_with, results_of_type
+
+pytestmark = pytest.mark.invokeai
+
+TILE_CONTROLNET = "ControlNet Model - Choose a Tile ControlNet"
+
+
+def upload_picture(client: InvokeAIClient, size: int = 32) -> str:
+    """A small picture with edges (a square on a gradient), uploaded; its image name."""
+    picture = Image.linear_gradient("L").resize((size, size)).convert("RGB")
+    picture.paste((200, 30, 30), (size // 4, size // 4, size // 2, size // 2))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    handle = client.board_repo.get_uncategorized_handle()
+    return handle.upload_image_data(buffer.getvalue()).image_name
+
+
+def control_model_keys(job: IvkJob) -> list[str]:
+    """The model key in each ControlNet node's output: the control the denoise really got."""
+    return [
+        result["control"]["control_model"]["key"] for result in results_of_type(job, "controlnet")
+    ]
+
+
+def test_multidiffusion_sd15_upscales_with_the_tile_controlnet(
+    client: InvokeAIClient,
+    tiny_sd1: IvkDnnModel,
+    tiny_sd1_controlnet: IvkDnnModel,
+    tiny_upscaler: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_file(shipped_workflows_dir / "MultiDiffusion SD1.5.json"),
+        {
+            "Image to Upscale": upload_picture(client),
+            "Scale (2x, 4x, 8x, 16x)": 2,
+            "Positive Prompt (Optional)": "a tiny upscale",
+            "model": tiny_sd1,
+            "Image-to-Image Model": tiny_upscaler,
+            TILE_CONTROLNET: tiny_sd1_controlnet,
+        },
+    )
+    progress: list[dict[str, Any]] = []
+    wf.submit_sync(on_invocation_progress=progress.append)
+    job = wf.wait_for_completion_sync(timeout=240)
+
+    assert_one_image(client, wf, job, 64)
+    # The initial and the second-phase tile control, both with the tiny ControlNet.
+    assert control_model_keys(job) == [tiny_sd1_controlnet.key] * 2
+    (upscaled,) = results_of_type(job, "spandrel_image_to_image_autoscale")
+    assert (upscaled["width"], upscaled["height"]) == (64, 64)
+    steps = [event["step"] for event in progress if event.get("step") is not None]
+    assert len(steps) >= 2 and steps == sorted(steps), progress
