@@ -71,3 +71,31 @@ def test_multidiffusion_sd15_upscales_with_the_tile_controlnet(
     assert (upscaled["width"], upscaled["height"]) == (64, 64)
     steps = [event["step"] for event in progress if event.get("step") is not None]
     assert len(steps) >= 2 and steps == sorted(steps), progress
+
+
+def test_multidiffusion_sdxl_upscales_with_the_tile_controlnet(
+    client: InvokeAIClient,
+    tiny_sdxl: tuple[IvkDnnModel, IvkDnnModel],
+    tiny_sdxl_controlnet: IvkDnnModel,
+    tiny_upscaler: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    main, vae = tiny_sdxl
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_file(shipped_workflows_dir / "MultiDiffusion SDXL.json"),
+        {
+            "Image to Upscale": upload_picture(client),
+            "Scale (2x, 4x, 8x, 16x)": 2,
+            "Positive Prompt (Optional)": "a tiny sdxl upscale",
+            "SDXL Model": main,
+            "VAE": vae,
+            "Image-to-Image Model": tiny_upscaler,
+            TILE_CONTROLNET: tiny_sdxl_controlnet,
+        },
+    )
+    wf.submit_sync()
+    job = wf.wait_for_completion_sync(timeout=240)
+
+    assert_one_image(client, wf, job, 64)
+    assert control_model_keys(job) == [tiny_sdxl_controlnet.key] * 2

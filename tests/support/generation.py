@@ -28,6 +28,8 @@ def handle_with(
     """A handle on ``definition`` with its inputs set by their form labels."""
     wf = client.workflow_repo.create_workflow(definition)
     index = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    unknown = set(values) - set(index)
+    assert not unknown, f"no input labelled {sorted(unknown)}; the labels are {list(index)}"
     for label, value in values.items():
         wf.set_input_value(index[label], value)
     return wf
