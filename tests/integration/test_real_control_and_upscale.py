@@ -22,6 +22,8 @@ from tests.support.generation import assert_one_image, handle_with, results_of_t
 pytestmark = pytest.mark.invokeai
 
 TILE_CONTROLNET = "ControlNet Model - Choose a Tile ControlNet"
+# The project's own editor file: InvokeAI 6.14.2 ships no ControlNet text-to-image workflow.
+CONTROL_FILE = "text_to_image_sd15_control.json"
 
 
 def upload_picture(client: InvokeAIClient, size: int = 32) -> str:
@@ -99,3 +101,41 @@ def test_multidiffusion_sdxl_upscales_with_the_tile_controlnet(
 
     assert_one_image(client, wf, job, 64)
     assert control_model_keys(job) == [tiny_sdxl_controlnet.key] * 2
+
+
+def test_text_to_image_sd15_with_a_controlnet(
+    client: InvokeAIClient,
+    tiny_sd1: IvkDnnModel,
+    tiny_sd1_controlnet: IvkDnnModel,
+    workflows_dir: Path,
+) -> None:
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_file(workflows_dir / CONTROL_FILE),
+        {
+            "Model": tiny_sd1,
+            "Positive Prompt": "a red square",
+            "Control Image": upload_picture(client, 64),
+            "ControlNet Model": tiny_sd1_controlnet,
+            "Control Weight": 0.9,
+            "Width": 64,
+            "Height": 64,
+            "Steps": 4,
+        },
+    )
+    (sent,) = [
+        node
+        for node in wf.preview()["batch"]["graph"]["nodes"].values()
+        if node["type"] == "controlnet"
+    ]
+    assert sent["control_model"]["key"] == tiny_sd1_controlnet.key
+    progress: list[dict[str, Any]] = []
+    wf.submit_sync(on_invocation_progress=progress.append)
+    job = wf.wait_for_completion_sync(timeout=240)
+
+    assert_one_image(client, wf, job, 64)
+    assert control_model_keys(job) == [tiny_sd1_controlnet.key]
+    (control,) = [result["control"] for result in results_of_type(job, "controlnet")]
+    assert control["control_weight"] == 0.9
+    steps = [event["step"] for event in progress if event.get("step") is not None]
+    assert steps == sorted(steps) and steps[-1] == 4, progress
