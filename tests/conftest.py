@@ -135,3 +135,23 @@ def tiny_upscaler(invokeai_url: str) -> IvkDnnModel:
         "spandrel_image_to_image",
         file=tiny_models.UPSCALER_FILE,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_ip_adapter(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD1.5 IP-Adapter (one ``.safetensors`` file), with the tiny CLIP image encoder
+    installed under the name the ``ip_adapter`` node looks for (so it downloads nothing)."""
+    _install_tiny(
+        invokeai_url,
+        tiny_models.IMAGE_ENCODER_NAME,
+        "any",
+        "clip_vision",
+        file=tiny_models.IMAGE_ENCODER_DIR,
+    )
+    return _install_tiny(
+        invokeai_url,
+        tiny_models.SD1_IP_ADAPTER_NAME,
+        "sd-1",
+        "ip_adapter",
+        file=tiny_models.SD1_IP_ADAPTER_FILE,
+    )

@@ -17,6 +17,7 @@ from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
 from invokeai_py_client.queue.models import IvkJob
+from tests.support.editor_files import with_node_value
 from tests.support.generation import assert_one_image, handle_with, results_of_type
 
 pytestmark = pytest.mark.invokeai
@@ -139,3 +140,38 @@ def test_text_to_image_sd15_with_a_controlnet(
     assert control["control_weight"] == 0.9
     steps = [event["step"] for event in progress if event.get("step") is not None]
     assert steps == sorted(steps) and steps[-1] == 4, progress
+
+
+def test_tiled_upscaling_with_the_tile_controlnet_and_an_ip_adapter(
+    client: InvokeAIClient,
+    tiny_sd1: IvkDnnModel,
+    tiny_sd1_controlnet: IvkDnnModel,
+    tiny_sd1_ip_adapter: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    # The seams between tiles are blended over 32 pixels (not an input), which needs an overlap
+    # of 40, hence a 480-pixel output (half a minute on a CPU): the test's copy blends over 4,
+    # which the 8-pixel overlap of a 128-pixel output allows.
+    shipped = WorkflowDefinition.from_file(shipped_workflows_dir / "Tiled Upscaling (Beta).json")
+    edited = with_node_value(shipped.to_dict(), "merge_tiles_to_image", "blend_amount", 4)
+    wf = handle_with(
+        client,
+        WorkflowDefinition.from_dict(edited),
+        {
+            "model": tiny_sd1,
+            "Image to Upscale": upload_picture(client, 64),
+            "Scale Factor": 2,
+            "IP-Adapter Model (select ip_adapter_sd15)": tiny_sd1_ip_adapter,
+            "Control Model (select control_v11f1e_sd15_tile)": tiny_sd1_controlnet,
+        },
+    )
+    progress: list[dict[str, Any]] = []
+    wf.submit_sync(on_invocation_progress=progress.append)
+    job = wf.wait_for_completion_sync(timeout=240)
+
+    assert_one_image(client, wf, job, 128)
+    assert control_model_keys(job) == [tiny_sd1_controlnet.key] * 4  # one per tile
+    adapters = [result["ip_adapter"] for result in results_of_type(job, "ip_adapter")]
+    assert [adapter["ip_adapter_model"]["key"] for adapter in adapters] == [
+        tiny_sd1_ip_adapter.key
+    ] * 4

@@ -32,6 +32,14 @@ SD1_CONTROLNET_NAME = "tiny-sd1-controlnet"
 SDXL_CONTROLNET_NAME = "tiny-sdxl-controlnet"
 UPSCALER_NAME = "tiny-esrgan-x2"
 UPSCALER_FILE = f"{UPSCALER_NAME}.safetensors"
+SD1_IP_ADAPTER_NAME = "tiny-sd1-ip-adapter"
+SD1_IP_ADAPTER_FILE = f"{SD1_IP_ADAPTER_NAME}.safetensors"
+# The ip_adapter node looks its image encoder up by this exact name (the starter model's, for
+# its default "ViT-H" choice) and downloads it when none is installed: installed under this name,
+# the tiny encoder is found instead.
+IMAGE_ENCODER_NAME = "IP Adapter SD1.5 Image Encoder"
+IMAGE_ENCODER_DIR = "tiny-clip-vision"
+_IMAGE_EMBED_DIM = 32
 READY = ".built"
 
 
@@ -221,6 +229,56 @@ def _build_upscaler(target: Path) -> None:
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(target))
 
 
+def _build_image_encoder(target: Path) -> None:
+    """A one-layer CLIP vision tower with projection, at the 224-pixel input CLIP expects."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=_IMAGE_EMBED_DIM,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_sd1_ip_adapter(target: Path) -> None:
+    """An IP-Adapter (checkpoint format) for the tiny SD1.5 UNet and the tiny image encoder.
+
+    InvokeAI numbers the IP weights by the position of each attention processor in the UNet's
+    ``attn_processors`` and reads the base from ``ip_adapter.1.to_k_ip.weight`` (768 wide is
+    SD1.5), so the keys come from walking the tiny UNet itself: one ``to_k_ip``/``to_v_ip`` pair
+    per cross-attention, as wide as that attention. ``image_proj`` turns the encoder's embedding
+    into four 768-wide tokens.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    unet = _tiny_unet(768)
+    tokens, width = 4, 768
+    tensors = {
+        "image_proj.proj.weight": torch.randn(tokens * width, _IMAGE_EMBED_DIM) * 0.01,
+        "image_proj.proj.bias": torch.zeros(tokens * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    for index, name in enumerate(unet.attn_processors):
+        if not name.endswith("attn2.processor"):
+            continue
+        attention = unet.get_submodule(name.removesuffix(".processor"))
+        for projection in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{index}.{projection}.weight"] = (
+                torch.randn(attention.to_k.out_features, width) * 0.01
+            )
+    save_file(tensors, str(target))
+
+
 def _build_sd1(target: Path) -> None:
     """SD1.5: one 768-wide text encoder, UNet cross-attention 768."""
     import torch
@@ -271,6 +329,8 @@ def build(folder: Path) -> None:
     _build_controlnet(folder / SD1_CONTROLNET_NAME, 768)
     _build_controlnet(folder / SDXL_CONTROLNET_NAME, 2048, **_SDXL_ADDED_EMBEDDINGS)
     _build_upscaler(folder / UPSCALER_FILE)
+    _build_image_encoder(folder / IMAGE_ENCODER_DIR)
+    _build_sd1_ip_adapter(folder / SD1_IP_ADAPTER_FILE)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
