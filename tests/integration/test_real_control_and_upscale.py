@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.queue.models import IvkJob
 from tests.support.editor_files import with_node_value
 from tests.support.generation import assert_one_image, handle_with, results_of_type
@@ -27,14 +27,23 @@ TILE_CONTROLNET = "ControlNet Model - Choose a Tile ControlNet"
 CONTROL_FILE = "text_to_image_sd15_control.json"
 
 
-def upload_picture(client: InvokeAIClient, size: int = 32) -> str:
+def upload_picture(client: InvokeAIClient, size: int = 32, *, flipped: bool = False) -> str:
     """A small picture with edges (a square on a gradient), uploaded; its image name."""
     picture = Image.linear_gradient("L").resize((size, size)).convert("RGB")
     picture.paste((200, 30, 30), (size // 4, size // 4, size // 2, size // 2))
+    if flipped:
+        picture = picture.transpose(Image.Transpose.ROTATE_180)
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     handle = client.board_repo.get_uncategorized_handle()
     return handle.upload_image_data(buffer.getvalue()).image_name
+
+
+def image_pixels(client: InvokeAIClient, wf: WorkflowHandle, job: IvkJob) -> bytes:
+    """The pixels of the run's one output image (not its file: that carries metadata too)."""
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
+    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
+    return Image.open(io.BytesIO(png)).tobytes()
 
 
 def control_model_keys(job: IvkJob) -> list[str]:
@@ -140,6 +149,14 @@ def test_text_to_image_sd15_with_a_controlnet(
     assert control["control_weight"] == 0.9
     steps = [event["step"] for event in progress if event.get("step") is not None]
     assert steps == sorted(steps) and steps[-1] == 4, progress
+
+    # The same run with another control image makes another picture: the control steers it.
+    control_input = next(i for i in wf.list_inputs() if i.label == "Control Image")
+    wf.set_input_value(control_input.input_index, upload_picture(client, 64, flipped=True))
+    wf.submit_sync()
+    other = wf.wait_for_completion_sync(timeout=240)
+    unchanged = image_pixels(client, wf, other) == image_pixels(client, wf, job)
+    assert not unchanged, "another control image made the same picture"
 
 
 def test_tiled_upscaling_with_the_tile_controlnet_and_an_ip_adapter(

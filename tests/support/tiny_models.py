@@ -199,6 +199,10 @@ def _build_controlnet(target: Path, cross_attention_dim: int, **extra: Any) -> N
     The embedding's four widths give three stride-2 convolutions, the VAE's 8x from pixels to
     latents, so a control image of the output's size lands on the latent grid. InvokeAI tells
     the base by ``cross_attention_dim`` in ``config.json`` (768 sd-1, 2048 sdxl).
+
+    A new ControlNet's output convolutions start at zero (training grows them from there), so
+    it would change nothing; random ones make the control image steer the result, which the
+    tests can then see.
     """
     import torch
     from diffusers import ControlNetModel
@@ -210,6 +214,14 @@ def _build_controlnet(target: Path, cross_attention_dim: int, **extra: Any) -> N
         conditioning_embedding_out_channels=(4, 8, 8, 16),
         **extra,
     )
+    outputs = [
+        controlnet.controlnet_cond_embedding.conv_out,
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+    ]
+    with torch.no_grad():
+        for convolution in outputs:
+            torch.nn.init.normal_(convolution.weight, std=0.1)
     controlnet.save_pretrained(str(target), safe_serialization=True)
 
 
