@@ -17,7 +17,7 @@ from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
 from tests.app.conftest import load_json, register
-from tests.support.generation import results_of_type
+from tests.support.generation import feeding_types, results_of_type
 
 pytestmark = pytest.mark.invokeai
 
@@ -72,3 +72,4 @@ async def test_text_to_image_sd15_with_a_controlnet_through_the_gateway(
     job = await aclient.queue_repo.aget_item(finished["item_id"])
     (control,) = [result["control"] for result in results_of_type(job, "controlnet")]
     assert control["control_model"]["key"] == tiny_sd1_controlnet.key  # the name was resolved
+    assert feeding_types(job, "denoise_latents", "control") == ["controlnet"]

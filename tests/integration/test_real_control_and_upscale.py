@@ -18,7 +18,7 @@ from PIL import Image
 from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.queue.models import IvkJob
 from tests.support.editor_files import with_node_value
-from tests.support.generation import assert_one_image, handle_with, results_of_type
+from tests.support.generation import assert_one_image, feeding_types, handle_with, results_of_type
 
 pytestmark = pytest.mark.invokeai
 
@@ -147,6 +147,7 @@ def test_text_to_image_sd15_with_a_controlnet(
     assert control_model_keys(job) == [tiny_sd1_controlnet.key]
     (control,) = [result["control"] for result in results_of_type(job, "controlnet")]
     assert control["control_weight"] == 0.9
+    assert feeding_types(job, "denoise_latents", "control") == ["controlnet"]
     steps = [event["step"] for event in progress if event.get("step") is not None]
     assert steps == sorted(steps) and steps[-1] == 4, progress
 

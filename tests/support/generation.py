@@ -13,7 +13,13 @@ from invokeai_py_client import InvokeAIClient, WorkflowDefinition, WorkflowHandl
 from invokeai_py_client.queue.models import IvkJob
 from tests.support.editor_files import with_denoise
 
-__all__ = ["assert_one_image", "handle_with", "results_of_type", "with_denoise_steps"]
+__all__ = [
+    "assert_one_image",
+    "feeding_types",
+    "handle_with",
+    "results_of_type",
+    "with_denoise_steps",
+]
 
 
 def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> WorkflowDefinition:
@@ -59,4 +65,17 @@ def results_of_type(job: IvkJob, node_type: str) -> list[dict[str, Any]]:
         if node.get("type") == node_type
         for prepared in mapping.get(node_id, [])
         if prepared in results
+    ]
+
+
+def feeding_types(job: IvkJob, node_type: str, field: str) -> list[str]:
+    """The types of the nodes whose outputs feed ``field`` of a ``node_type`` node, in the
+    graph the server ran."""
+    graph = (job.session or {}).get("graph") or {}
+    nodes = graph.get("nodes") or {}
+    return [
+        nodes[edge["source"]["node_id"]]["type"]
+        for edge in graph.get("edges") or []
+        if edge["destination"]["field"] == field
+        and nodes[edge["destination"]["node_id"]]["type"] == node_type
     ]
