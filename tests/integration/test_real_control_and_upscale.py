@@ -167,9 +167,10 @@ def test_tiled_upscaling_with_the_tile_controlnet_and_an_ip_adapter(
     tiny_sd1_ip_adapter: IvkDnnModel,
     shipped_workflows_dir: Path,
 ) -> None:
-    # The seams between tiles are blended over 32 pixels (not an input), which needs an overlap
-    # of 40, hence a 480-pixel output (half a minute on a CPU): the test's copy blends over 4,
-    # which the 8-pixel overlap of a 128-pixel output allows.
+    # The seams between tiles are blended over 32 pixels (not an input), which needs more than
+    # 33 pixels of overlap: the file computes 40 only from a 248-pixel input on (a 496-pixel
+    # output; 432 took 32 s on a CPU). The test's copy blends over 4, which the 8-pixel overlap
+    # of a 64-pixel input allows.
     shipped = WorkflowDefinition.from_file(shipped_workflows_dir / "Tiled Upscaling (Beta).json")
     edited = with_node_value(shipped.to_dict(), "merge_tiles_to_image", "blend_amount", 4)
     wf = handle_with(
