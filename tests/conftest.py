@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
-from invokeai_py_client.exceptions import ConflictError
 from tests.support import invokeai_server, tiny_models
 
 OWN_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
@@ -79,16 +78,16 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
 def _install_tiny(
     invokeai_url: str, name: str, base: str, type: str, file: str | None = None
 ) -> IvkDnnModel:
-    """Install one of the tiny models in place; a server that has it already (a reused
-    ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used."""
+    """Install one of the tiny models in place, unless the server has it already (a reused
+    ``INVOKEAI_TEST_URL``): installing again is refused (409 for a folder, a job that ends in
+    ``DuplicateModelException`` for a single file), so the installed record is used."""
     folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / (file or name)
     with InvokeAIClient.from_url(invokeai_url) as client:
         repo = client.dnn_model_repo
-        try:
-            return repo.install_model(str(folder), config={"name": name})
-        except ConflictError:
-            (model,) = repo.find_models(name, base=base, type=type, exact=True)
-            return model
+        installed = repo.find_models(name, base=base, type=type, exact=True)
+        if installed:
+            return installed[0]
+        return repo.install_model(str(folder), config={"name": name})
 
 
 @pytest.fixture(scope="session")
