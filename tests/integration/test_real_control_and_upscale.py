@@ -106,11 +106,14 @@ def test_multidiffusion_sdxl_upscales_with_the_tile_controlnet(
             TILE_CONTROLNET: tiny_sdxl_controlnet,
         },
     )
-    wf.submit_sync()
+    progress: list[dict[str, Any]] = []
+    wf.submit_sync(on_invocation_progress=progress.append)
     job = wf.wait_for_completion_sync(timeout=240)
 
     assert_one_image(client, wf, job, 64)
     assert control_model_keys(job) == [tiny_sdxl_controlnet.key] * 2
+    steps = [event["step"] for event in progress if event.get("step") is not None]
+    assert len(steps) >= 2 and steps == sorted(steps), progress
 
 
 def test_text_to_image_sd15_with_a_controlnet(
@@ -194,3 +197,7 @@ def test_tiled_upscaling_with_the_tile_controlnet_and_an_ip_adapter(
     assert [adapter["ip_adapter_model"]["key"] for adapter in adapters] == [
         tiny_sd1_ip_adapter.key
     ] * 4
+    # Each tile's denoise counts its steps up to its last one.
+    last_steps = [e for e in progress if e.get("step") and e["step"] == e["total_steps"]]
+    tiles = {event["invocation"]["id"] for event in last_steps}
+    assert len(tiles) == 4, progress
