@@ -1,9 +1,8 @@
 """ControlNet and upscaling workflows with real (tiny) models, end to end, on the CPU.
 
-The ControlNets and the 2x ESRGAN are random-weight models made for the tests
-(``tests/support/tiny_models``) that InvokeAI's probe accepts as an SD1.5 or SDXL ControlNet and
-a spandrel image-to-image model. A 32x32 picture upscaled 2x makes the tiled denoise work on one
-64x64 tile, so each run takes a few seconds.
+The ControlNets, the 2x ESRGAN, the IP-Adapter and its image encoder are random-weight models
+made for the tests (``tests/support/tiny_models``) that InvokeAI's probe accepts as what they
+stand for. Pictures of 32 or 64 pixels upscaled 2x keep each run to a few seconds.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def image_pixels(client: InvokeAIClient, wf: WorkflowHandle, job: IvkJob) -> byt
 
 
 def control_model_keys(job: IvkJob) -> list[str]:
-    """The model key in each ControlNet node's output: the control the denoise really got."""
+    """The model key in each ControlNet node's output, as the server ran it."""
     return [
         result["control"]["control_model"]["key"] for result in results_of_type(job, "controlnet")
     ]
