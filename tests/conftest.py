@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
-from invokeai_py_client.exceptions import ConflictError
 from tests.support import invokeai_server, postgres_server, tiny_models
 from tests.support.postgres_server import PostgresServer
 
@@ -87,16 +86,16 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
 def _install_tiny(
     invokeai_url: str, name: str, base: str, type: str, file: str | None = None
 ) -> IvkDnnModel:
-    """Install one of the tiny models in place; a server that has it already (a reused
-    ``INVOKEAI_TEST_URL``) answers 409, and the installed record is used."""
+    """Install one of the tiny models in place, unless the server has it already (a reused
+    ``INVOKEAI_TEST_URL``): installing again is refused (409 for a folder, a job that ends in
+    ``DuplicateModelException`` for a single file), so the installed record is used."""
     folder = tiny_models.ensure_built(invokeai_server.venv_dir()) / (file or name)
     with InvokeAIClient.from_url(invokeai_url) as client:
         repo = client.dnn_model_repo
-        try:
-            return repo.install_model(str(folder), config={"name": name})
-        except ConflictError:
-            (model,) = repo.find_models(name, base=base, type=type, exact=True)
-            return model
+        installed = repo.find_models(name, base=base, type=type, exact=True)
+        if installed:
+            return installed[0]
+        return repo.install_model(str(folder), config={"name": name})
 
 
 @pytest.fixture(scope="session")
@@ -118,4 +117,48 @@ def tiny_sd1_lora(invokeai_url: str) -> IvkDnnModel:
     """A tiny SD1.5 LoRA (one Kohya-format safetensors file) for the tiny SD1.5 model."""
     return _install_tiny(
         invokeai_url, tiny_models.SD1_LORA_NAME, "sd-1", "lora", file=tiny_models.SD1_LORA_FILE
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_controlnet(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD1.5 ControlNet (diffusers folder) shaped like the tiny SD1.5 UNet's encoder."""
+    return _install_tiny(invokeai_url, tiny_models.SD1_CONTROLNET_NAME, "sd-1", "controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_controlnet(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SDXL ControlNet (diffusers folder) shaped like the tiny SDXL UNet's encoder."""
+    return _install_tiny(invokeai_url, tiny_models.SDXL_CONTROLNET_NAME, "sdxl", "controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_upscaler(invokeai_url: str) -> IvkDnnModel:
+    """A tiny 2x ESRGAN (one ``.safetensors`` file) that spandrel loads: base any."""
+    return _install_tiny(
+        invokeai_url,
+        tiny_models.UPSCALER_NAME,
+        "any",
+        "spandrel_image_to_image",
+        file=tiny_models.UPSCALER_FILE,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_ip_adapter(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD1.5 IP-Adapter (one ``.safetensors`` file), with the tiny CLIP image encoder
+    installed under the name the ``ip_adapter`` node looks for (so it downloads nothing)."""
+    _install_tiny(
+        invokeai_url,
+        tiny_models.IMAGE_ENCODER_NAME,
+        "any",
+        "clip_vision",
+        file=tiny_models.IMAGE_ENCODER_DIR,
+    )
+    return _install_tiny(
+        invokeai_url,
+        tiny_models.SD1_IP_ADAPTER_NAME,
+        "sd-1",
+        "ip_adapter",
+        file=tiny_models.SD1_IP_ADAPTER_FILE,
     )

@@ -8,47 +8,21 @@ image of the size asked for.
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
-from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition, WorkflowHandle
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
 from invokeai_py_client.dnn_model import ModelInstallError, ModelNotFoundError
 from invokeai_py_client.exceptions import InputValidationError, RunCanceledError
-from tests.support.editor_files import denoise_steps, with_denoise
+from tests.support.editor_files import denoise_steps
+from tests.support.generation import assert_one_image, handle_with, with_denoise_steps
 
 pytestmark = pytest.mark.invokeai
 
 SD15_FILE = "Text to Image - SD1.5.json"
-
-
-def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> WorkflowDefinition:
-    """The shipped file with its steps (and noise size) edited (see tests/support/editor_files)."""
-    data = with_denoise(WorkflowDefinition.from_file(path).to_dict(), steps=steps, size=size)
-    return WorkflowDefinition.from_dict(data)
-
-
-def handle_with(
-    client: InvokeAIClient, definition: WorkflowDefinition, values: dict[str, Any]
-) -> WorkflowHandle:
-    """A handle on ``definition`` with its inputs set by their form labels."""
-    wf = client.workflow_repo.create_workflow(definition)
-    index = {inp.label: inp.input_index for inp in wf.list_inputs()}
-    for label, value in values.items():
-        wf.set_input_value(index[label], value)
-    return wf
-
-
-def assert_one_image(client: InvokeAIClient, wf: WorkflowHandle, job: Any, size: int) -> None:
-    """The finished run made one image, of ``size`` x ``size``."""
-    assert job.status == "completed"
-    (output,) = [out for out in wf.map_outputs_to_images(job) if out.image_names]
-    png = client.board_repo.download_image(output.image_names[0], full_resolution=True)
-    assert Image.open(io.BytesIO(png)).size == (size, size)
 
 
 def test_the_installed_model_is_listed_by_base_and_type(

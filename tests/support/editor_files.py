@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["denoise_steps", "with_denoise"]
+__all__ = ["denoise_steps", "with_denoise", "with_node_value"]
 
 
 def _invocations(workflow: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,4 +35,13 @@ def with_denoise(
             inputs["steps"]["value"] = steps
         if data["type"] == "noise" and size is not None:
             inputs["width"]["value"] = inputs["height"]["value"] = size
+    return workflow
+
+
+def with_node_value(
+    workflow: dict[str, Any], node_type: str, field: str, value: Any
+) -> dict[str, Any]:
+    """The file with ``field`` of its one ``node_type`` node set to ``value``, in place."""
+    (data,) = [data for data in _invocations(workflow) if data["type"] == node_type]
+    data["inputs"][field]["value"] = value
     return workflow

@@ -22,12 +22,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = "v3"
+RECIPE_VERSION = "v4"
 SD1_NAME = "tiny-sd1"
 SDXL_NAME = "tiny-sdxl"
 SDXL_VAE_NAME = "tiny-sdxl-vae"
 SD1_LORA_NAME = "tiny-sd1-lora"
 SD1_LORA_FILE = f"{SD1_LORA_NAME}.safetensors"
+SD1_CONTROLNET_NAME = "tiny-sd1-controlnet"
+SDXL_CONTROLNET_NAME = "tiny-sdxl-controlnet"
+UPSCALER_NAME = "tiny-esrgan-x2"
+UPSCALER_FILE = f"{UPSCALER_NAME}.safetensors"
+SD1_IP_ADAPTER_NAME = "tiny-sd1-ip-adapter"
+SD1_IP_ADAPTER_FILE = f"{SD1_IP_ADAPTER_NAME}.safetensors"
+# The ip_adapter node looks its image encoder up by this exact name (the starter model's, for
+# its default "ViT-H" choice) and downloads it when none is installed: installed under this name,
+# the tiny encoder is found instead.
+IMAGE_ENCODER_NAME = "IP Adapter SD1.5 Image Encoder"
+IMAGE_ENCODER_DIR = "tiny-clip-vision"
+_IMAGE_EMBED_DIM = 32
 READY = ".built"
 
 
@@ -131,13 +143,7 @@ def _build_sdxl(target: Path, vae_target: Path) -> None:
     from transformers import CLIPTokenizer
 
     torch.manual_seed(0)
-    time_embed_dim = 8
-    unet = _tiny_unet(
-        2048,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_embed_dim,
-        projection_class_embeddings_input_dim=1280 + 6 * time_embed_dim,
-    )
+    unet = _tiny_unet(2048, **_SDXL_ADDED_EMBEDDINGS)
     tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
     tokenizer_2 = CLIPTokenizer(
         vocab=_byte_level_vocab(), merges=[], model_max_length=77, pad_token="!"
@@ -156,22 +162,131 @@ def _build_sdxl(target: Path, vae_target: Path) -> None:
     vae.save_pretrained(str(vae_target), safe_serialization=True)
 
 
+# The UNet's encoder half; a ControlNet copies it, so both are built from this one shape.
+_UNET_ENCODER: dict[str, Any] = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "in_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+_SDXL_TIME_EMBED_DIM = 8
+# SDXL's extra conditioning: the pooled 1280-wide text embedding and six size numbers.
+_SDXL_ADDED_EMBEDDINGS: dict[str, Any] = {
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": _SDXL_TIME_EMBED_DIM,
+    "projection_class_embeddings_input_dim": 1280 + 6 * _SDXL_TIME_EMBED_DIM,
+}
+
+
 def _tiny_unet(cross_attention_dim: int, **extra: Any) -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **_UNET_ENCODER,
         sample_size=8,
-        in_channels=4,
         out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=8,
         **extra,
     )
+
+
+def _build_controlnet(target: Path, cross_attention_dim: int, **extra: Any) -> None:
+    """A ControlNet for the tiny UNet: its encoder half, plus a control-image embedding.
+
+    The embedding's four widths give three stride-2 convolutions, the VAE's 8x from pixels to
+    latents, so a control image of the output's size lands on the latent grid. InvokeAI tells
+    the base by ``cross_attention_dim`` in ``config.json`` (768 sd-1, 2048 sdxl).
+
+    A new ControlNet's output convolutions start at zero (training grows them from there), so
+    it would change nothing. Here the control image's embedding is strong (std 1) and the
+    residuals handed to the UNet weak (std 0.05): the control image then steers the picture,
+    which the tests can see, without swamping it (with residuals of std 0.1 the picture came out
+    the same for any control image).
+    """
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel(
+        **_UNET_ENCODER,
+        cross_attention_dim=cross_attention_dim,
+        conditioning_embedding_out_channels=(4, 8, 8, 16),
+        **extra,
+    )
+    with torch.no_grad():
+        torch.nn.init.normal_(controlnet.controlnet_cond_embedding.conv_out.weight, std=1.0)
+        for convolution in (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+            torch.nn.init.normal_(convolution.weight, std=0.05)
+    controlnet.save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_upscaler(target: Path) -> None:
+    """A 2x ESRGAN (RRDBNet, old-arch keys) of 8 features and one block, for spandrel.
+
+    Spandrel, which InvokeAI's probe runs on the file, knows the architecture by its keys
+    (``model.0.weight``, ``model.1.sub.0.RDB1.conv1.0.weight``) and reads the scale from the
+    number of upsampling layers, so spandrel's own class builds a state dict it recognises.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(0)
+    model = ESRGAN(num_filters=8, num_blocks=1, scale=2)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(target))
+
+
+def _build_image_encoder(target: Path) -> None:
+    """A one-layer CLIP vision tower with projection, at the 224-pixel input CLIP expects."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=_IMAGE_EMBED_DIM,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_sd1_ip_adapter(target: Path) -> None:
+    """An IP-Adapter (checkpoint format) for the tiny SD1.5 UNet and the tiny image encoder.
+
+    InvokeAI numbers the IP weights by the position of each attention processor in the UNet's
+    ``attn_processors`` and reads the base from ``ip_adapter.1.to_k_ip.weight`` (768 wide is
+    SD1.5), so the keys come from walking the tiny UNet itself: one ``to_k_ip``/``to_v_ip`` pair
+    per cross-attention, as wide as that attention. ``image_proj`` turns the encoder's embedding
+    into four 768-wide tokens.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    unet = _tiny_unet(768)
+    tokens, width = 4, 768
+    tensors = {
+        "image_proj.proj.weight": torch.randn(tokens * width, _IMAGE_EMBED_DIM) * 0.01,
+        "image_proj.proj.bias": torch.zeros(tokens * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    for index, name in enumerate(unet.attn_processors):
+        if not name.endswith("attn2.processor"):
+            continue
+        attention = unet.get_submodule(name.removesuffix(".processor"))
+        for projection in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{index}.{projection}.weight"] = (
+                torch.randn(attention.to_k.out_features, width) * 0.01
+            )
+    save_file(tensors, str(target))
 
 
 def _build_sd1(target: Path) -> None:
@@ -221,6 +336,11 @@ def build(folder: Path) -> None:
     _build_sd1(folder / SD1_NAME)
     _build_sdxl(folder / SDXL_NAME, folder / SDXL_VAE_NAME)
     _build_sd1_lora(folder / SD1_LORA_FILE)
+    _build_controlnet(folder / SD1_CONTROLNET_NAME, 768)
+    _build_controlnet(folder / SDXL_CONTROLNET_NAME, 2048, **_SDXL_ADDED_EMBEDDINGS)
+    _build_upscaler(folder / UPSCALER_FILE)
+    _build_image_encoder(folder / IMAGE_ENCODER_DIR)
+    _build_sd1_ip_adapter(folder / SD1_IP_ADAPTER_FILE)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
