@@ -6,14 +6,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from app.remote_cli import commands
 from app.remote_cli.exit_codes import CommandFailed, ExitCode
-from app.remote_cli.gateway import GatewayHttp
+
+if TYPE_CHECKING:  # imported when a command runs: `serve` starts without them
+    from app.remote_cli.gateway import GatewayHttp
 
 __all__ = ["EXIT_CODES_HELP", "add_client_commands", "run_client_command"]
 
-Handler = Callable[[argparse.Namespace, GatewayHttp], ExitCode]
+Handler = Callable[[argparse.Namespace, "GatewayHttp"], ExitCode]
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 EXIT_CODES_HELP = """\
@@ -43,7 +45,7 @@ def _common() -> argparse.ArgumentParser:
 def _command(
     group: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    handler: Handler,
+    handler: str,
     help_text: str,
 ) -> argparse.ArgumentParser:
     parser = group.add_parser(
@@ -54,21 +56,21 @@ def _command(
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(client_handler=handler)
+    parser.set_defaults(client_handler=handler)  # a function of app.remote_cli.commands
     return parser
 
 
 def _add_workflows(commands_: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     workflows = commands_.add_parser("workflows", help="register and list workflows")
     group = workflows.add_subparsers(dest="workflows_command", required=True)
-    add = _command(group, "add", commands.add_workflow, "register an editor-exported workflow")
+    add = _command(group, "add", "add_workflow", "register an editor-exported workflow")
     add.add_argument("file", help="the workflow JSON file")
-    _command(group, "ls", commands.list_workflows, "list the registered workflows")
+    _command(group, "ls", "list_workflows", "list the registered workflows")
 
 
 def _add_run(commands_: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = _command(
-        commands_, "run", commands.run_workflow, "run a workflow, show its progress, save images"
+        commands_, "run", "run_workflow", "run a workflow, show its progress, save images"
     )
     run.add_argument("workflow", help="the workflow's id or name")
     run.add_argument(
@@ -87,12 +89,12 @@ def _add_run(commands_: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_runs(commands_: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs = commands_.add_parser("runs", help="list and cancel runs")
     group = runs.add_subparsers(dest="runs_command", required=True)
-    ls = _command(group, "ls", commands.list_runs, "list runs, newest first")
+    ls = _command(group, "ls", "list_runs", "list runs, newest first")
     ls.add_argument("--workflow", help="only runs of this workflow (id or name)")
     ls.add_argument("--status", action="append", help="only this status (repeatable)")
     ls.add_argument("--limit", type=int, default=20, help="runs per page (default 20)")
     ls.add_argument("--cursor", help="the next page, as printed after the last one")
-    cancel = _command(group, "cancel", commands.cancel_runs, "cancel runs")
+    cancel = _command(group, "cancel", "cancel_runs", "cancel runs")
     cancel.add_argument("run_ids", nargs="+", metavar="RUN_ID")
 
 
@@ -105,7 +107,10 @@ def add_client_commands(commands_: argparse._SubParsersAction[argparse.ArgumentP
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run the chosen client command against ``--gateway``; its exit code."""
-    handler: Handler = args.client_handler
+    from app.remote_cli import commands
+    from app.remote_cli.gateway import GatewayHttp
+
+    handler: Handler = getattr(commands, args.client_handler)
     api_key = os.environ.get("GATEWAY_API_KEY") or None
     try:
         with GatewayHttp(args.gateway, api_key, timeout=args.timeout) as gateway:

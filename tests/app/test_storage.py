@@ -185,3 +185,12 @@ async def test_the_checkpointer_keeps_going_until_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(calls) >= 3 and all(c is not None and c[0] == 0 for c in calls)
+
+
+def test_the_head_read_from_the_files_is_alembics(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from app.db.engine import head_revision
+
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    assert head_revision() == ScriptDirectory.from_config(_config(url)).get_current_head()
