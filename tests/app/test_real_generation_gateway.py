@@ -252,3 +252,46 @@ async def test_a_prompt_sweep_with_a_model_is_one_batch_and_a_model_sweep_one_pe
         ]
         sent.append(node["prompt"])
     assert sent == prompts
+
+
+async def test_sdxl_with_its_vae_and_sd15_with_a_lora_through_the_gateway(
+    http: httpx.AsyncClient,
+    tiny_sdxl: tuple[IvkDnnModel, IvkDnnModel],
+    tiny_sd1: IvkDnnModel,
+    tiny_sd1_lora: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    main, vae = tiny_sdxl
+    # As shipped, SDXL renders 1024x1024 in 32 steps (minutes on a CPU): a small copy.
+    sdxl = with_denoise(
+        load_json(shipped_workflows_dir / "Text to Image - SDXL.json"), steps=4, size=64
+    )
+    lora = load_json(shipped_workflows_dir / "Text to Image with LoRA.json")
+    cases = [
+        (sdxl, {"model": main.key, "VAE (use the FP16 model)": vae.name, "Positive Prompt": "xl"}),
+        (
+            lora,
+            {
+                "model": tiny_sd1.key,
+                "LoRA": tiny_sd1_lora.name,
+                "LoRA Weight": 0.8,
+                "Width": 64,
+                "Height": 64,
+            },
+        ),
+    ]
+    for definition, by_label in cases:
+        workflow = await register(http, definition)
+        index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+        inputs = {index[label]: value for label, value in by_label.items()}
+        response = await http.post(
+            f"/workflows/{workflow['id']}/runs",
+            json={"inputs": inputs},
+            headers={"Prefer": "wait=240"},
+        )
+        assert response.status_code == 200, response.text
+        run = response.json()
+        assert run["status"] == "succeeded", run
+        (name,) = [n for out in run["outputs"] for n in out["image_names"]]
+        png = (await http.get(f"/images/{name}")).content
+        assert Image.open(io.BytesIO(png)).size == (64, 64)
