@@ -3,6 +3,7 @@ each run at its place; the whole reported, streamed, replayed by key, refused wi
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,14 +13,16 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from PIL import Image, ImageColor
 
 from app.db.claims import Claim
 from app.db.engine import make_engine
 from app.db.sweeps import claim_sweep
 from app.db.tables import Run, RunStatus, Sweep
 from invokeai_py_client import InvokeAIClient
-from tests.app.conftest import load_json, wait_until
+from tests.app.conftest import load_json, register, wait_until
 from tests.app.live_server import Served, free_port, gateway_process, gateway_up, serve_gateway
+from tests.app.test_runs_api import data_url, png_bytes
 
 pytestmark = pytest.mark.invokeai
 
@@ -145,6 +148,28 @@ async def test_a_value_batches_cannot_vary_sends_one_batch_per_run_in_order(
         nodes = item.session["graph"]["nodes"].values()
         colour.append(next(n for n in nodes if n["type"] == "img_noise")["noise_color"])
     assert colour == [True, False, True]
+
+
+async def test_a_sweep_over_uploaded_images_is_one_batch_each_run_cropping_its_own(
+    http: httpx.AsyncClient, workflows_dir: Path
+) -> None:
+    crop = await register(http, load_json(workflows_dir / "crop_uploaded_image.json"))
+    colours = ["red", "green", "blue"]
+    images = [data_url(png_bytes((40 + i, 30), colour)) for i, colour in enumerate(colours)]
+    body = {"inputs": {"3": 16, "4": 8}, "vary": {"0": images}}  # 0 image, 3 width, 4 height
+    response = await http.post(f"/workflows/{crop['id']}/batches", json=body)
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert batch["one_batch"] is True  # uploaded images are names InvokeAI's batches carry
+    uploaded = [r["values"]["0"] for r in batch["runs"]]
+    assert len(set(uploaded)) == 3 and all(not v.startswith("data:") for v in uploaded)
+    done = await wait_until(lambda: finished(http, batch["id"]), timeout=120)
+    assert done["status"] == "succeeded", done
+    for run, colour in zip(done["runs"], colours, strict=True):
+        (name,) = [n for out in run["outputs"] for n in out["image_names"]]
+        image = Image.open(io.BytesIO((await http.get(f"/images/{name}")).content)).convert("RGB")
+        assert image.size == (16, 8)
+        assert image.getpixel((0, 0)) == ImageColor.getrgb(colour)  # cropped from its own
 
 
 async def test_shapes_that_make_no_sense_are_refused_naming_the_index(
