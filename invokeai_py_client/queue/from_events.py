@@ -9,15 +9,15 @@ a round trip and nothing else. Otherwise (a reconnect or an overflow in between,
 node, iteration, a failure or a cancellation) the item is read as before.
 
 The rebuilt item has what results are read from: ``session.results``,
-``session.source_prepared_mapping`` and ``session.graph`` (the nodes as they ran, boards
-included), and the item's own fields from its terminal status event. What only the server
-keeps (``execution_graph``, ``field_values``, the stored workflow) is absent:
+``session.source_prepared_mapping`` and ``session.graph`` (the graph sent, its nodes' fields as
+they ran, boards included), and the item's own fields from its terminal status event. What
+only the server keeps (``execution_graph``, ``field_values``, the stored workflow) is absent:
 ``queue_repo.get_item(item_id)`` reads the whole item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .models import IvkJob, JobStatus
@@ -42,9 +42,12 @@ def _without_nones(value: Any) -> Any:
 class CompletedNodes:
     """The ``invocation_complete`` events of one queue item, and whether they tell all."""
 
-    def __init__(self, node_ids: Iterable[str], *, iterating: bool = False) -> None:
-        self.expected = frozenset(node_ids)
-        self.usable = bool(self.expected) and not iterating
+    def __init__(self, graph: Mapping[str, Any]) -> None:
+        nodes = graph.get("nodes") or {}
+        types = {str(node.get("type")) for node in nodes.values() if isinstance(node, Mapping)}
+        self._graph = graph
+        self.expected = frozenset(nodes)
+        self.usable = bool(self.expected) and not types & ITERATING_NODE_TYPES
         self._results: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}  # source id -> the node as it ran
         self._prepared: dict[str, list[str]] = {}  # source id -> prepared ids
@@ -52,9 +55,7 @@ class CompletedNodes:
     @classmethod
     def of_graph(cls, graph: Mapping[str, Any]) -> CompletedNodes:
         """For the graph sent (``batch.graph`` of an ``enqueue_batch`` body)."""
-        nodes = graph.get("nodes") or {}
-        types = {str(node.get("type")) for node in nodes.values() if isinstance(node, Mapping)}
-        return cls(nodes, iterating=bool(types & ITERATING_NODE_TYPES))
+        return cls(graph)
 
     def add(self, payload: Mapping[str, Any]) -> None:
         """Take one ``invocation_complete`` payload of this item."""
@@ -81,10 +82,15 @@ class CompletedNodes:
         return self.usable and self.expected <= self._nodes.keys()
 
     def session(self, session_id: str) -> dict[str, Any]:
-        """The item's ``session``, as far as results go."""
+        """The item's ``session``, as far as results go: its ``graph`` is the graph sent (with
+        its edges), each node's fields as they ran (a batch substitutes values per item)."""
+        nodes = {}
+        for node_id, sent in (self._graph.get("nodes") or {}).items():
+            ran = self._nodes.get(node_id, {})
+            nodes[node_id] = {**sent, **{k: ran[k] for k in sent if k in ran}}
         return {
             "id": session_id,
-            "graph": {"id": session_id, "nodes": dict(self._nodes), "edges": []},
+            "graph": {**self._graph, "nodes": nodes},
             "results": dict(self._results),
             "source_prepared_mapping": {s: list(p) for s, p in self._prepared.items()},
             "prepared_source_mapping": {p: s for s, ps in self._prepared.items() for p in ps},
