@@ -6,8 +6,9 @@
    event) against direct (the same ``enqueue_batch`` body POSTed with httpx, the end read
    from Socket.IO), contenders alternating, a new prompt each run (no cached node). Target:
    ratio < 1.05.
-2. Step progress on SSE: the delay of each ``node.progress`` after InvokeAI's matching
-   ``invocation_progress`` (the k-th of the item), and of each step's first ``node.preview``
+2. Step progress on SSE: the delay of each ``node.progress`` after InvokeAI's first
+   ``invocation_progress`` with the same node, percentage and message (InvokeAI repeats each
+   step's progress; the gateway relays it once), and of each step's first ``node.preview``
    after the step's first ``invocation_progress`` with an image, as an independent Socket.IO
    listener on the same clock sees them; with 1 and with 100 readers on one run (streams
    opened with ``?previews=true`` while the processor is paused, so all are live). Target:
@@ -22,7 +23,6 @@ import itertools
 import json
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,18 +169,20 @@ async def _gateway_run(http: httpx.AsyncClient, bench: _Bench, prompt: str) -> f
 
 
 class _ProgressListener(ThreadedListener):
-    """When InvokeAI announced each ``invocation_progress``, by item, in order."""
+    """When InvokeAI first announced each progress (item, node, percentage, message), and
+    each step's first preview."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.progress: dict[int, list[float]] = defaultdict(list)
+        self.progress: dict[tuple[int, str, Any, str], float] = {}
         self.previews: dict[tuple[int, int | None], float] = {}
         self._sio.on("invocation_progress", self._on_progress)
 
     async def _on_progress(self, data: dict[str, Any]) -> None:
         now = time.perf_counter()
         item_id = int(data["item_id"])
-        self.progress[item_id].append(now)
+        key = (item_id, str(data.get("invocation_source_id")), data.get("percentage"))
+        self.progress.setdefault((*key, str(data.get("message") or "")), now)
         if isinstance(data.get("image"), dict):
             step, _total = denoising_step(data.get("invocation") or {}, data.get("percentage"))
             self.previews.setdefault((item_id, step), now)
@@ -247,10 +249,15 @@ def _delays(
     item_id = seen.item_id()
     if item_id is None:
         return 0
-    announced = listener.progress.get(item_id, [])
-    ours = [at for name, _, at in seen.events if name == "node.progress"]
-    for theirs, mine in zip(announced, ours, strict=False):
-        progress.append((mine - theirs) * 1000)
+    ours = {}
+    for name, data, at in seen.events:
+        if name == "node.progress":
+            key = (item_id, str(data.get("node_id")), data.get("percentage"), data["message"])
+            ours.setdefault(key, at)
+    announced = {k: t for k, t in listener.progress.items() if k[0] == item_id}
+    for key, mine in ours.items():
+        if key in announced:
+            progress.append((mine - announced[key]) * 1000)
     first: dict[int | None, float] = {}
     for name, data, at in seen.events:
         if name == "node.preview":
@@ -258,7 +265,7 @@ def _delays(
     for step, at in first.items():
         if (item_id, step) in listener.previews:
             previews.append((at - listener.previews[(item_id, step)]) * 1000)
-    return int(len(ours) == len(announced) and len(ours) > 0)
+    return int(ours.keys() == announced.keys() and len(ours) > 0)
 
 
 async def _one_run(bench: _Bench, readers: int) -> list[_Seen]:

@@ -232,13 +232,15 @@ def add_run_event_with_deliveries(
     event_type: str,
     data: dict[str, Any],
     run: Mapping[str, Any] | None = None,
+    webhook: tuple[str | None, list[str] | None] | None = None,
 ) -> StoredEvent:
     """Store one run event and, in the same transaction, the deliveries it causes.
 
     The caller owns the transaction (``with engine.begin() as connection``) and may put
     more in it. ``run``, the run's columns when the caller holds them already, saves
-    reading the row again. Plain Core statements, no ORM session: this runs for every
-    event of every run, on the event loop, between InvokeAI's event and the SSE streams.
+    reading the row again; so does ``webhook``, the run's own (url, events), for an event
+    that no target wants. Plain Core statements, no ORM session: this runs for every event
+    of every run, between InvokeAI's event and the SSE streams.
     """
     created_at = utcnow()
     values: dict[str, Any] = {"run_id": run_id, "workflow_id": workflow_id}
@@ -249,6 +251,10 @@ def add_run_event_with_deliveries(
     name = event_name_for(event_type)
     if name is None:
         return row
+    if run is None and webhook is not None:
+        known = {"webhook_url": webhook[0], "webhook_events": webhook[1]}
+        if not _targets(connection, known | {"workflow_id": workflow_id}, name):
+            return row  # nobody wants it: no need to read the run
     columns = run if run is not None else _run_columns(connection, run_id)
     targets = _targets(connection, columns, name) if columns is not None else []
     if targets:

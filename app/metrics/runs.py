@@ -59,6 +59,10 @@ def _load(engine: Engine, run_id: str) -> tuple[Run, str] | None:
         return run, workflow.name if workflow is not None else run.workflow_id
 
 
+# What the timings are read from; other events are not even queued for the observer.
+OBSERVED = frozenset({"run.queued", "run.succeeded", "run.failed", "run.canceled"})
+
+
 class RunTimings:
     """Observes run timings from the broker while started (``start`` / ``stop``)."""
 
@@ -81,7 +85,7 @@ class RunTimings:
                 await self._task
 
     async def _follow(self, subscribed: asyncio.Event) -> None:
-        async with self.broker.subscribe() as events:
+        async with self.broker.subscribe(kinds=OBSERVED) as events:
             subscribed.set()
             while True:
                 try:

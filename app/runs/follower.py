@@ -188,7 +188,15 @@ class Follower:
         columns: dict[str, Any] | None = None,
         guard: Guard = Guard.NONE,
     ) -> bool:
-        change = Change(tracked.run_id, tracked.workflow_id, event, data, columns or {}, guard)
+        change = Change(
+            tracked.run_id,
+            tracked.workflow_id,
+            event,
+            data,
+            columns or {},
+            guard,
+            webhook=tracked.webhook,
+        )
         return await self.ctx.transitions.apply(change) is not None
 
     async def _watch_forever(self) -> None:
@@ -281,6 +289,8 @@ class Follower:
             tracked.completed.add(payload)
         if translated[0] is RunEventType.node_progress:
             self._offer_preview(tracked, translated[1], payload.get("image"))
+            if not tracked.new_progress(translated[1]):
+                return  # InvokeAI repeats each denoising step's progress: one is enough
         await self._mark_started(tracked, payload.get("session_id"))
         await self._apply(tracked, *translated)
         if translated[0] is RunEventType.node_failed:

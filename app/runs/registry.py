@@ -58,15 +58,29 @@ class Tracked:
     finishing: bool = False
     # Its node results as the events tell them (None: the end is read from the queue item).
     completed: CompletedNodes | None = None
+    # Its own webhook (url, events): which of its events need no read of the run to store.
+    webhook: tuple[str | None, list[str] | None] | None = None
+    last_progress: tuple[Any, ...] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # Everything about one run is handled in order by one task reading this inbox.
     inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+
+    def new_progress(self, data: dict[str, Any]) -> bool:
+        """Whether a ``node.progress`` tells something the previous one did not (InvokeAI
+        sends each denoising step's progress twice, the same but for the preview)."""
+        key = (data.get("node_id"), data.get("step"), data.get("percentage"), data.get("message"))
+        if key == self.last_progress:
+            return False
+        self.last_progress = key
+        return True
 
     @classmethod
     def of(cls, run: Run) -> Tracked:
         """The follower's record of an enqueued run."""
         assert run.item_id is not None
-        return cls(run.id, run.workflow_id, run.item_id, run.status, run.batch_id)
+        tracked = cls(run.id, run.workflow_id, run.item_id, run.status, run.batch_id)
+        tracked.webhook = (run.webhook_url, run.webhook_events)
+        return tracked
 
 
 class InFlight:

@@ -80,6 +80,9 @@ class Change:
     # The run's columns after the change, when the caller has them (saves a read for the
     # webhook payload; the submission path passes them).
     run: Mapping[str, Any] | None = None
+    # The run's own webhook (url, events), when the caller knows it: an event no target
+    # wants is then stored without reading the run (most node events of most runs).
+    webhook: tuple[str | None, list[str] | None] | None = None
 
 
 # Statements by (guard, columns set), built once: a submission runs one of them.
@@ -118,6 +121,7 @@ def commit_change(engine: Engine, change: Change) -> StoredEvent | None:
             event_type=change.event.value,
             data=change.data,
             run=change.run,
+            webhook=change.webhook,
         )
         connection.commit()
     if change.event.value == _CRASH_AFTER:

@@ -105,10 +105,12 @@ class LiveFeed:
         workflow_id: str | None,
         maxsize: int,
         run_ids: frozenset[str] | None = None,
+        kinds: frozenset[str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.run_ids = run_ids  # indexed by workflow, the reader keeps only these runs
+        self.kinds = kinds  # only these event types (nothing else is queued, nobody woken)
         self.lagging = False
         self.dropped = 0
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
@@ -139,6 +141,10 @@ class LiveFeed:
             events = [e for e in events if e.get("workflow_id") == self.workflow_id]
         if self.run_ids is not None:
             events = [e for e in events if e.get("run_id") in self.run_ids]
+        if self.kinds is not None:
+            events = [e for e in events if e.get("event") in self.kinds]
+            if not events:
+                return
         sink = self._sink
         if sink is not None:
             if events:
@@ -257,9 +263,10 @@ class EventBroker(abc.ABC):
         run_id: str | None = None,
         workflow_id: str | None = None,
         run_ids: frozenset[str] | None = None,
+        kinds: frozenset[str] | None = None,
     ) -> AbstractAsyncContextManager[LiveFeed]:
         """Receive the live events of one run, one workflow (of some of its runs: ``run_ids``),
-        or all (no filter).
+        or all (no filter); only events of these ``kinds`` (event types), when given.
 
         Returns:
             An async context manager yielding a ``LiveFeed`` (an async iterator of event
@@ -375,10 +382,15 @@ class InMemoryEventBroker(EventBroker):
         run_id: str | None = None,
         workflow_id: str | None = None,
         run_ids: frozenset[str] | None = None,
+        kinds: frozenset[str] | None = None,
     ) -> AsyncIterator[LiveFeed]:
         """Receive live events; see ``EventBroker.subscribe``."""
         sub = LiveFeed(
-            run_id=run_id, workflow_id=workflow_id, run_ids=run_ids, maxsize=self.queue_size
+            run_id=run_id,
+            workflow_id=workflow_id,
+            run_ids=run_ids,
+            kinds=kinds,
+            maxsize=self.queue_size,
         )
         index, key = self._index_for(sub)
         if key is None:

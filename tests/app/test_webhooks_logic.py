@@ -6,6 +6,7 @@ import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,40 @@ def test_pinned_url_connects_to_the_checked_address_and_keeps_the_host() -> None
 async def test_policy_refuses_names_that_cannot_resolve(host: str) -> None:
     with pytest.raises(WebhookTargetRefused, match="cannot resolve"):
         await check_target(f"http://{host}/hook", allow_private=False)
+
+
+def test_an_event_nobody_wants_is_stored_without_reading_the_run(tmp_path: Path) -> None:
+    """The follower passes the run's own webhook: a node event that no target wants is stored
+    alone; one its webhook wants still gets its delivery (the run read for the payload)."""
+    from sqlmodel import Session, select
+
+    from app.db.engine import make_engine, run_migrations
+    from app.db.outbox import add_run_event_with_deliveries
+    from app.db.tables import Run, Workflow
+    from app.db.webhook_tables import WebhookDelivery
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    run_migrations(url)
+    engine = make_engine(url)
+    hook = "https://hooks.example/run"
+    with Session(engine) as session:
+        session.add(Workflow(id="w", definition={}, inputs=[]))
+        session.commit()  # the workflow before its run (no ORM relationship orders them)
+        session.add(Run(id="r", workflow_id="w", workflow_version=1, inputs={}, webhook_url=hook,
+                        webhook_events=["progress"]))  # fmt: skip
+        session.commit()
+    cases = [((None, None), 0), ((hook, None), 0), ((hook, ["progress"]), 1)]
+    for webhook, deliveries in cases:
+        with engine.begin() as connection:
+            add_run_event_with_deliveries(
+                connection=connection,
+                run_id="r",
+                workflow_id="w",
+                event_type="node.progress",
+                data={"percentage": 0.5},
+                webhook=webhook,
+            )
+        with Session(engine) as session:
+            found = session.exec(select(WebhookDelivery)).all()
+            assert len(found) == deliveries, webhook
+    assert found[0].url == hook and found[0].event_type == "node.progress"
