@@ -287,6 +287,8 @@ class Dispatcher:
 
     async def _rebuild_batch(self, runs: Sequence[Run]) -> Prepared | None:
         """One body for pending runs of a sweep sharing a batch id (None: retry later)."""
+        if len(runs) == 1:  # its own body, its values in the graph (whatever their kind)
+            return await self._rebuild(runs[0])
         sweep_id = runs[0].sweep_id
         sweep = await self.ctx.db.run(sweeps.find_sweep, self.ctx.engine, sweep_id or "")
         each = [await self._rebuild(run) for run in runs]

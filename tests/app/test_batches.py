@@ -240,27 +240,30 @@ async def test_unknown_batch_is_404(http: httpx.AsyncClient) -> None:
     assert (await http.get("/batches/nope/events")).status_code == 404
 
 
-def _pending_sweep(workflow_id: str, seeds: list[int]) -> tuple[Sweep, list[Run]]:
+def _pending_sweep(
+    workflow_id: str, index: str, values: list[Any], *, one_batch: bool = True
+) -> tuple[Sweep, list[Run]]:
     """A sweep accepted by a gateway that died before sending it: its runs all pending."""
-    sweep = Sweep(workflow_id=workflow_id, workflow_version=1, fixed=SMALL, vary={"3": seeds})
-    sweep.size = len(seeds)
-    batch_id = str(uuid.uuid4())
+    vary = {index: values}
+    sweep = Sweep(workflow_id=workflow_id, workflow_version=1, fixed=SMALL, vary=vary)
+    sweep.size, sweep.one_batch = len(values), one_batch
+    shared = str(uuid.uuid4())
     runs = [
         Run(
             workflow_id=workflow_id,
             workflow_version=1,
-            inputs={**SMALL, "3": seed},
-            batch_id=batch_id,
+            inputs={**SMALL, index: value},
+            batch_id=shared if one_batch else str(uuid.uuid4()),
             status=RunStatus.queued.value,
             sweep_id=sweep.id,
-            sweep_index=index,
+            sweep_index=position,
         )
-        for index, seed in enumerate(seeds)
+        for position, value in enumerate(values)
     ]
     return sweep, runs
 
 
-async def test_a_sweep_left_unsent_by_a_dead_gateway_is_sent_as_one_batch_after_restart(
+async def test_a_sweep_left_unsent_by_a_dead_gateway_is_sent_after_restart(
     tmp_path: Path, invokeai_url: str, workflows_dir: Path, aclient: InvokeAIClient
 ) -> None:
     port = free_port()
@@ -271,14 +274,18 @@ async def test_a_sweep_left_unsent_by_a_dead_gateway_is_sent_as_one_batch_after_
             workflow = load_json(workflows_dir / "noise_on_blank_canvas.json")
             noise = (await http.post("/workflows", json=workflow)).json()
         seeds = unique_seeds(3)
-        sweep, runs = _pending_sweep(noise["id"], seeds)
+        one = _pending_sweep(noise["id"], "3", seeds)  # sent as one batch
+        each = _pending_sweep(noise["id"], "6", [True, False], one_batch=False)  # a boolean
         engine = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
-        assert claim_sweep(engine, sweep, runs, cap=None) is Claim.CLAIMED
+        for sweep, runs in (one, each):
+            assert claim_sweep(engine, sweep, runs, cap=None) is Claim.CLAIMED
         engine.dispose()
         with gateway_process(tmp_path, invokeai_url, port, **fast):
             await wait_until(lambda: gateway_up(http))
-            done = await wait_until(lambda: finished(http, sweep.id), timeout=120)
-    assert done["status"] == "succeeded", done
+            done = await wait_until(lambda: finished(http, one[0].id), timeout=120)
+            done_each = await wait_until(lambda: finished(http, each[0].id), timeout=120)
+    assert done["status"] == done_each["status"] == "succeeded", (done, done_each)
     item_ids = [r["item_id"] for r in done["runs"]]
     assert item_ids == sorted(item_ids)
     assert [s for s, _ in await seeds_on_invokeai(aclient, item_ids)] == seeds
+    assert len({r["item_id"] for r in done_each["runs"]}) == 2

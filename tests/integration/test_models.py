@@ -35,7 +35,7 @@ def test_get_model_by_key_not_found(client: InvokeAIClient) -> None:
 async def test_async_twins(aclient: InvokeAIClient) -> None:
     listed = await aclient.dnn_model_repo.alist_models()
     assert all(model.name.startswith("tiny-") for model in listed)  # the tests' own only
-    assert await aclient.dnn_model_repo.afind_models("x", type="vae") == []
+    assert await aclient.dnn_model_repo.afind_models("no-model-is-named-so", type="vae") == []
     with pytest.raises(NotFoundError):
         await aclient.dnn_model_repo.aget_model_by_key("no-such-key")
 
