@@ -162,3 +162,16 @@ def tiny_sd1_ip_adapter(invokeai_url: str) -> IvkDnnModel:
         "ip_adapter",
         file=tiny_models.SD1_IP_ADAPTER_FILE,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(invokeai_url: str) -> IvkDnnModel:
+    """A tiny SD3 pipeline (CLIP-L, CLIP-G and T5 encoders, transformer, 16-channel VAE): the
+    SD3 model loader node takes every submodel from it."""
+    return _install_tiny(invokeai_url, tiny_models.SD3_NAME, "sd-3", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_cogview4(invokeai_url: str) -> IvkDnnModel:
+    """A tiny CogView4 pipeline (GLM text encoder, transformer, 16-channel VAE)."""
+    return _install_tiny(invokeai_url, tiny_models.COGVIEW4_NAME, "cogview4", "main")

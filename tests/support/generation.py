@@ -11,7 +11,7 @@ from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.queue.models import IvkJob
-from tests.support.editor_files import with_denoise
+from tests.support.editor_files import with_denoise, with_node_value
 
 __all__ = [
     "assert_one_image",
@@ -19,12 +19,21 @@ __all__ = [
     "handle_with",
     "results_of_type",
     "with_denoise_steps",
+    "with_node_values",
 ]
 
 
 def with_denoise_steps(path: Path, steps: int, size: int | None = None) -> WorkflowDefinition:
     """The file with its steps (and noise size) edited (see tests/support/editor_files)."""
     data = with_denoise(WorkflowDefinition.from_file(path).to_dict(), steps=steps, size=size)
+    return WorkflowDefinition.from_dict(data)
+
+
+def with_node_values(path: Path, node_type: str, values: dict[str, Any]) -> WorkflowDefinition:
+    """The file with fields of its one ``node_type`` node set (those the file does not expose)."""
+    data = WorkflowDefinition.from_file(path).to_dict()
+    for field, value in values.items():
+        with_node_value(data, node_type, field, value)
     return WorkflowDefinition.from_dict(data)
 
 

@@ -6,6 +6,10 @@ weights, so a pipeline built from configs with tiny channel counts installs as a
 ``sd-1 / main / diffusers`` model and denoises in milliseconds per step on a CPU. Nothing is
 downloaded: the tokenizer's vocabulary is the 256 byte-level tokens plus the two specials.
 
+SD3 and CogView4 pipelines are probed by their pipeline class alone (``model_index.json``) and
+each submodel is loaded with ``from_pretrained`` from its folder's config, so they are tiny too;
+their denoisers make 16-channel latents (InvokeAI's previews of both mix 16 channels into RGB).
+
 The build runs in InvokeAI's own virtualenv (it has torch, diffusers and transformers); the
 folders are cached per recipe under the test InvokeAI's cache, so a machine builds them once.
 
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = "v4"
+RECIPE_VERSION = "v5"
 SD1_NAME = "tiny-sd1"
 SDXL_NAME = "tiny-sdxl"
 SDXL_VAE_NAME = "tiny-sdxl-vae"
@@ -32,6 +36,8 @@ SD1_CONTROLNET_NAME = "tiny-sd1-controlnet"
 SDXL_CONTROLNET_NAME = "tiny-sdxl-controlnet"
 UPSCALER_NAME = "tiny-esrgan-x2"
 UPSCALER_FILE = f"{UPSCALER_NAME}.safetensors"
+SD3_NAME = "tiny-sd3"
+COGVIEW4_NAME = "tiny-cogview4"
 SD1_IP_ADAPTER_NAME = "tiny-sd1-ip-adapter"
 SD1_IP_ADAPTER_FILE = f"{SD1_IP_ADAPTER_NAME}.safetensors"
 # The ip_adapter node looks its image encoder up by this exact name (the starter model's, for
@@ -89,7 +95,8 @@ def _byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-def _tiny_vae() -> Any:
+def _tiny_vae(latent_channels: int = 4) -> Any:
+    """Four blocks: 8x from pixels to latents, InvokeAI's fixed ``LATENT_SCALE_FACTOR``."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -98,7 +105,7 @@ def _tiny_vae() -> Any:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+        latent_channels=latent_channels,
         layers_per_block=1,
         norm_num_groups=4,
         sample_size=64,
@@ -330,6 +337,147 @@ def _build_sd1_lora(target: Path) -> None:
     save_file(tensors, str(target))
 
 
+# SD3 and CogView4 latents: 16 channels, on an 8x8 grid at 64x64 pixels, in 2x2 patches.
+_FLOW_LATENT_CHANNELS = 16
+_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 2,
+    "in_channels": _FLOW_LATENT_CHANNELS,
+    "out_channels": _FLOW_LATENT_CHANNELS,
+    "num_layers": 1,
+    "attention_head_dim": 8,
+    "num_attention_heads": 4,
+    "sample_size": 8,
+    # Position tables of 32 patches a side: pictures up to 512 pixels.
+    "pos_embed_max_size": 32,
+}
+_SD3_CLIP_WIDTH = 32
+_T5_WIDTH = 64  # the joint attention width: both CLIP widths side by side fit in it
+
+
+def _flow_match_scheduler() -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+
+def _character_pieces() -> list[tuple[str, float]]:
+    """A unigram vocabulary of T5's three specials, the word-start mark and printable ASCII."""
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    return [*specials, *((chr(code), -5.0) for code in range(ord("!"), ord("~") + 1))]
+
+
+def _build_sd3(target: Path) -> None:
+    """SD3: CLIP-L and CLIP-G (with projection), a T5 encoder, an ``SD3Transformer2DModel``.
+
+    InvokeAI's SD3 prompt node puts both CLIP sequences side by side, pads them to the T5
+    width and stacks the T5 sequence under them, so the transformer's ``joint_attention_dim``
+    is the T5 width and its ``pooled_projection_dim`` the two CLIP projections together. The
+    CLIP widths are neither 768 nor 1280, so the probe records no CLIP variant for the
+    submodels: the model loader node takes them from the pipeline and never asks.
+    """
+    import torch
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+    tokenizer_2 = CLIPTokenizer(
+        vocab=_byte_level_vocab(), merges=[], model_max_length=77, pad_token="!"
+    )
+    tokenizer_3 = T5Tokenizer(vocab=_character_pieces(), extra_ids=0)
+    t5_config = T5Config(
+        vocab_size=len(tokenizer_3),
+        d_model=_T5_WIDTH,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        pad_token_id=tokenizer_3.pad_token_id,
+        eos_token_id=tokenizer_3.eos_token_id,
+    )
+    transformer = SD3Transformer2DModel(
+        **_TRANSFORMER,
+        joint_attention_dim=_T5_WIDTH,
+        caption_projection_dim=32,
+        pooled_projection_dim=2 * _SD3_CLIP_WIDTH,
+    )
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=_flow_match_scheduler(),
+        vae=_tiny_vae(_FLOW_LATENT_CHANNELS),
+        text_encoder=_tiny_text_encoder(tokenizer, _SD3_CLIP_WIDTH, projection=True),
+        tokenizer=tokenizer,
+        text_encoder_2=_tiny_text_encoder(tokenizer_2, _SD3_CLIP_WIDTH, projection=True),
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=T5EncoderModel(t5_config),
+        tokenizer_3=tokenizer_3,
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+
+
+def _glm_tokenizer() -> Any:
+    """A fast tokenizer of single printable characters that, like GLM's, starts every prompt
+    with ``[gMASK]<sop>`` and pads on the left (an empty negative prompt is then two tokens,
+    not none: the encoder cannot take an empty sequence)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "[gMASK]": 2, "<sop>": 3}
+    vocab.update({chr(code): len(vocab) + i for i, code in enumerate(range(32, 127))})
+    characters = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    characters.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    characters.post_processor = processors.TemplateProcessing(
+        single="[gMASK] <sop> $A",
+        special_tokens=[("[gMASK]", vocab["[gMASK]"]), ("<sop>", vocab["<sop>"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=characters, pad_token="<pad>", unk_token="<unk>", padding_side="left"
+    )
+
+
+def _build_cogview4(target: Path) -> None:
+    """CogView4: a two-layer GLM text encoder and a ``CogView4Transformer2DModel``.
+
+    InvokeAI's CogView4 prompt node takes the GLM's next-to-last hidden states as the prompt,
+    so the transformer's ``text_embed_dim`` is the GLM width. InvokeAI runs every CogView4
+    submodel in bfloat16, which the CPU does too.
+    """
+    import torch
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel
+    from transformers import GlmConfig, GlmModel
+
+    torch.manual_seed(0)
+    tokenizer = _glm_tokenizer()
+    glm_width = 32
+    glm_config = GlmConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=glm_width,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.pad_token_id,
+    )
+    transformer = CogView4Transformer2DModel(
+        **_TRANSFORMER,
+        text_embed_dim=glm_width,
+        time_embed_dim=16,
+        condition_dim=8,
+        rope_axes_dim=(32, 32),
+    )
+    pipeline = CogView4Pipeline(
+        tokenizer=tokenizer,
+        text_encoder=GlmModel(glm_config),
+        vae=_tiny_vae(_FLOW_LATENT_CHANNELS),
+        transformer=transformer,
+        scheduler=_flow_match_scheduler(),
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+
+
 def build(folder: Path) -> None:
     """Build every tiny model into ``folder`` and mark it complete."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -341,6 +489,8 @@ def build(folder: Path) -> None:
     _build_upscaler(folder / UPSCALER_FILE)
     _build_image_encoder(folder / IMAGE_ENCODER_DIR)
     _build_sd1_ip_adapter(folder / SD1_IP_ADAPTER_FILE)
+    _build_sd3(folder / SD3_NAME)
+    _build_cogview4(folder / COGVIEW4_NAME)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
