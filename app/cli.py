@@ -22,7 +22,11 @@ __all__ = ["build_parser", "main", "settings_from_args"]
 
 # flag -> Settings field
 SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--invokeai-url": ("invokeai_url", str, "InvokeAI base URL [INVOKEAI_URL]"),
+    "--invokeai-url": (
+        "invokeai_url",
+        str,
+        "InvokeAI base URL, or several: [name=]URL[;weight=N],... [INVOKEAI_URL]",
+    ),
     "--database-url": ("database_url", str, "database URL [GATEWAY_DATABASE_URL]"),
     "--data-dir": ("data_dir", str, "folder of the default SQLite file [GATEWAY_DATA_DIR]"),
     "--host": ("host", str, "address to bind [GATEWAY_HOST]"),

@@ -64,15 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             run_migrations(settings.database_url)
         engine = make_engine(settings.database_url)
-        client = _invokeai_client(settings)
+        backends = [(spec, _invokeai_client(settings, spec.url)) for spec in settings.backends]
+        clients = [client for _, client in backends]
         broker = InMemoryEventBroker()
         db = DatabaseThread()
         run_service = RunService(
-            engine=engine, db=db, client=client, broker=broker, settings=settings
+            engine=engine, db=db, backends=backends, broker=broker, settings=settings
         )
         app.state.settings = settings
         app.state.engine = engine
-        app.state.client = client
+        app.state.client = clients[0]  # images uploaded, boards and models: the first server
+        app.state.clients = clients
         app.state.broker = broker
         app.state.run_service = run_service
         run_timings = await start_metrics(app, engine, broker)
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_timings.stop()
             await webhook_worker.stop()
             await broker.close()
-            await client.aclose()
+            await asyncio.gather(*(client.aclose() for client in clients))
             db.close()
             engine.dispose()
 
@@ -114,12 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _invokeai_client(settings: Settings) -> InvokeAIClient:
+def _invokeai_client(settings: Settings, url: str) -> InvokeAIClient:
     # Multi-user InvokeAI: the client logs in lazily, again after a 401, and hands the token
-    # to the Socket.IO handshake, so the run events keep coming.
+    # to the Socket.IO handshake, so the run events keep coming. Every server is logged in
+    # to with the same account.
     password = settings.invokeai_password
     return InvokeAIClient.from_url(
-        settings.invokeai_url,
+        url,
         username=settings.invokeai_username,
         password=password.get_secret_value() if password is not None else None,
     )

@@ -83,7 +83,7 @@ async def aclient(invokeai_url: str) -> AsyncIterator[InvokeAIClient]:
         await c.aclose()
 
 
-def _install_tiny(
+def install_tiny(
     invokeai_url: str, name: str, base: str, type: str, file: str | None = None
 ) -> IvkDnnModel:
     """Install one of the tiny models in place, unless the server has it already (a reused
@@ -102,20 +102,20 @@ def _install_tiny(
 def tiny_sd1(invokeai_url: str) -> IvkDnnModel:
     """A tiny random-weight SD1.5 pipeline, built once per machine, installed here with the
     client's own model API."""
-    return _install_tiny(invokeai_url, tiny_models.SD1_NAME, "sd-1", "main")
+    return install_tiny(invokeai_url, tiny_models.SD1_NAME, "sd-1", "main")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(invokeai_url: str) -> tuple[IvkDnnModel, IvkDnnModel]:
     """A tiny SDXL pipeline and its VAE (saved alone, so it installs as an sdxl VAE)."""
-    main = _install_tiny(invokeai_url, tiny_models.SDXL_NAME, "sdxl", "main")
-    return main, _install_tiny(invokeai_url, tiny_models.SDXL_VAE_NAME, "sdxl", "vae")
+    main = install_tiny(invokeai_url, tiny_models.SDXL_NAME, "sdxl", "main")
+    return main, install_tiny(invokeai_url, tiny_models.SDXL_VAE_NAME, "sdxl", "vae")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd1_lora(invokeai_url: str) -> IvkDnnModel:
     """A tiny SD1.5 LoRA (one Kohya-format safetensors file) for the tiny SD1.5 model."""
-    return _install_tiny(
+    return install_tiny(
         invokeai_url, tiny_models.SD1_LORA_NAME, "sd-1", "lora", file=tiny_models.SD1_LORA_FILE
     )
 
@@ -123,19 +123,19 @@ def tiny_sd1_lora(invokeai_url: str) -> IvkDnnModel:
 @pytest.fixture(scope="session")
 def tiny_sd1_controlnet(invokeai_url: str) -> IvkDnnModel:
     """A tiny SD1.5 ControlNet (diffusers folder) shaped like the tiny SD1.5 UNet's encoder."""
-    return _install_tiny(invokeai_url, tiny_models.SD1_CONTROLNET_NAME, "sd-1", "controlnet")
+    return install_tiny(invokeai_url, tiny_models.SD1_CONTROLNET_NAME, "sd-1", "controlnet")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_controlnet(invokeai_url: str) -> IvkDnnModel:
     """A tiny SDXL ControlNet (diffusers folder) shaped like the tiny SDXL UNet's encoder."""
-    return _install_tiny(invokeai_url, tiny_models.SDXL_CONTROLNET_NAME, "sdxl", "controlnet")
+    return install_tiny(invokeai_url, tiny_models.SDXL_CONTROLNET_NAME, "sdxl", "controlnet")
 
 
 @pytest.fixture(scope="session")
 def tiny_upscaler(invokeai_url: str) -> IvkDnnModel:
     """A tiny 2x ESRGAN (one ``.safetensors`` file) that spandrel loads: base any."""
-    return _install_tiny(
+    return install_tiny(
         invokeai_url,
         tiny_models.UPSCALER_NAME,
         "any",
@@ -148,14 +148,14 @@ def tiny_upscaler(invokeai_url: str) -> IvkDnnModel:
 def tiny_sd1_ip_adapter(invokeai_url: str) -> IvkDnnModel:
     """A tiny SD1.5 IP-Adapter (one ``.safetensors`` file), with the tiny CLIP image encoder
     installed under the name the ``ip_adapter`` node looks for (so it downloads nothing)."""
-    _install_tiny(
+    install_tiny(
         invokeai_url,
         tiny_models.IMAGE_ENCODER_NAME,
         "any",
         "clip_vision",
         file=tiny_models.IMAGE_ENCODER_DIR,
     )
-    return _install_tiny(
+    return install_tiny(
         invokeai_url,
         tiny_models.SD1_IP_ADAPTER_NAME,
         "sd-1",
@@ -168,10 +168,10 @@ def tiny_sd1_ip_adapter(invokeai_url: str) -> IvkDnnModel:
 def tiny_sd3(invokeai_url: str) -> IvkDnnModel:
     """A tiny SD3 pipeline (CLIP-L, CLIP-G and T5 encoders, transformer, 16-channel VAE): the
     SD3 model loader node takes every submodel from it."""
-    return _install_tiny(invokeai_url, tiny_models.SD3_NAME, "sd-3", "main")
+    return install_tiny(invokeai_url, tiny_models.SD3_NAME, "sd-3", "main")
 
 
 @pytest.fixture(scope="session")
 def tiny_cogview4(invokeai_url: str) -> IvkDnnModel:
     """A tiny CogView4 pipeline (GLM text encoder, transformer, 16-channel VAE)."""
-    return _install_tiny(invokeai_url, tiny_models.COGVIEW4_NAME, "cogview4", "main")
+    return install_tiny(invokeai_url, tiny_models.COGVIEW4_NAME, "cogview4", "main")

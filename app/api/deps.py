@@ -36,6 +36,7 @@ __all__ = [
     "WorkflowToRunDep",
     "broker_of",
     "client_of",
+    "clients_of",
     "engine_of",
     "run_service_of",
     "settings_of",
@@ -63,6 +64,12 @@ def client_of(request: Request) -> InvokeAIClient:
     """The InvokeAI client (used async)."""
     client: InvokeAIClient = request.app.state.client
     return client
+
+
+def clients_of(request: Request) -> list[InvokeAIClient]:
+    """Every InvokeAI server's client, in ``INVOKEAI_URL``'s order."""
+    clients: list[InvokeAIClient] = request.app.state.clients
+    return clients
 
 
 def broker_of(request: Request) -> EventBroker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.routes import (
+    backends,
     batches,
     boards,
     events,
@@ -29,6 +30,7 @@ api_router.include_router(events.router)
 api_router.include_router(images.router)
 api_router.include_router(boards.router)
 api_router.include_router(models.router)
+api_router.include_router(backends.router)
 api_router.include_router(health.router)
 api_router.include_router(webhooks.router)
 api_router.include_router(openai_images.mapping_router)

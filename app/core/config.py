@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.backends.spec import BackendSpec, parse_backends
 
 __all__ = ["Settings", "get_settings"]
 
@@ -36,7 +38,10 @@ class Settings(BaseSettings):
     invokeai_url: str = Field(
         "http://127.0.0.1:9090",
         validation_alias=_env("INVOKEAI_URL"),
-        description="Base URL of the InvokeAI server.",
+        description=(
+            "Base URL of the InvokeAI server, or a comma-separated list of them, each as"
+            " [name=]URL[;weight=N] (see app.backends.spec)."
+        ),
     )
     data_dir: Path = Field(
         DEFAULT_DATA_DIR,
@@ -182,6 +187,17 @@ class Settings(BaseSettings):
         validation_alias=_env("GATEWAY_WEBHOOK_TIMEOUT"),
         description="How long one delivery attempt may take.",
     )
+
+    @field_validator("invokeai_url")
+    @classmethod
+    def _valid_backends(cls, value: str) -> str:
+        parse_backends(value)  # a malformed list stops the start, naming the entry
+        return value
+
+    @property
+    def backends(self) -> list[BackendSpec]:
+        """The InvokeAI servers runs go to, in ``INVOKEAI_URL``'s order."""
+        return parse_backends(self.invokeai_url)
 
     @property
     def api_key_list(self) -> list[str]:

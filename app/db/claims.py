@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, literal_column, update
+from sqlalchemy import ColumnElement, Table, delete, func, insert, literal_column, or_, true, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -44,6 +44,7 @@ __all__ = [
     "list_due",
     "list_pending",
     "list_submitting",
+    "owned_by",
     "release_expired_keys",
     "request_hash",
 ]
@@ -64,6 +65,13 @@ _COUNT_UNFINISHED = (
 )
 _INSERT_RUN = insert(_RUNS)
 _PENDING = (_RUNS.c.status == RunStatus.queued.value, _RUNS.c.item_id.is_(None))
+
+
+def owned_by(backend: str, *, first: bool) -> ColumnElement[bool]:
+    """Runs of one InvokeAI backend; the first one listed also owns runs recorded without
+    one (those from before there were several)."""
+    column = col(Run.backend)
+    return or_(column == backend, column.is_(None)) if first else column == backend
 
 
 def request_hash(workflow_id: str, body: dict[str, Any]) -> str:
@@ -116,22 +124,29 @@ def delete_claim(engine: Engine, run_id: str) -> None:
         session.commit()
 
 
-def list_submitting(engine: Engine) -> Sequence[Run]:
-    """Rows claimed but not (yet) known to be enqueued."""
-    with Session(engine, expire_on_commit=False) as session:
-        return session.exec(select(Run).where(Run.status == SUBMITTING)).all()
-
-
-def list_pending(engine: Engine) -> Sequence[Run]:
-    """Runs accepted but not (yet) known to be on InvokeAI's queue, oldest first."""
-    query = select(Run).where(*_PENDING).order_by(col(Run.created_at))
+def list_submitting(engine: Engine, owner: ColumnElement[bool] | None = None) -> Sequence[Run]:
+    """Rows claimed but not (yet) known to be enqueued (of one backend: ``owned_by``)."""
+    query = select(Run).where(Run.status == SUBMITTING, true() if owner is None else owner)
     with Session(engine, expire_on_commit=False) as session:
         return session.exec(query).all()
 
 
-def list_due(engine: Engine, now: datetime) -> Sequence[Run]:
-    """Accepted runs still unfinished whose deadline passed (pending ones included)."""
+def list_pending(engine: Engine, owner: ColumnElement[bool] | None = None) -> Sequence[Run]:
+    """Runs accepted but not (yet) known to be on InvokeAI's queue, oldest first (of one
+    backend: ``owned_by``)."""
+    where = (*_PENDING, true() if owner is None else owner)
+    query = select(Run).where(*where).order_by(col(Run.created_at))
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(query).all()
+
+
+def list_due(
+    engine: Engine, now: datetime, owner: ColumnElement[bool] | None = None
+) -> Sequence[Run]:
+    """Accepted runs still unfinished whose deadline passed (pending ones included; of one
+    backend: ``owned_by``)."""
     query = select(Run).where(
+        true() if owner is None else owner,
         col(Run.cancel_at).is_not(None),
         col(Run.cancel_at) <= now,
         col(Run.status).in_([RunStatus.queued.value, RunStatus.running.value]),

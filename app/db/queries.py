@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -150,10 +150,12 @@ def find_workflow_version(engine: Engine, workflow_id: str, version: int) -> Wor
         return get_workflow_version(session=session, workflow_id=workflow_id, version=version)
 
 
-def unfinished_runs(engine: Engine) -> Sequence[Run]:
-    """Runs whose status is not terminal, oldest first (its own short session)."""
+def unfinished_runs(engine: Engine, owner: ColumnElement[bool] | None = None) -> Sequence[Run]:
+    """Runs whose status is not terminal, oldest first (its own short session; of one
+    backend: ``app.db.claims.owned_by``)."""
     with Session(engine, expire_on_commit=False) as session:
-        return list_unfinished_runs(session=session)
+        runs = list_unfinished_runs(session=session, owner=owner)
+    return runs
 
 
 def load_run(engine: Engine, run_id: str) -> Run:
@@ -163,9 +165,13 @@ def load_run(engine: Engine, run_id: str) -> Run:
     return run
 
 
-def list_unfinished_runs(*, session: Session) -> Sequence[Run]:
+def list_unfinished_runs(
+    *, session: Session, owner: ColumnElement[bool] | None = None
+) -> Sequence[Run]:
     """Runs whose status is not terminal (reconciled on start)."""
     query = select(Run).where(col(Run.status).not_in(TERMINAL))
+    if owner is not None:
+        query = query.where(owner)
     return session.exec(query.order_by(col(Run.created_at))).all()
 
 

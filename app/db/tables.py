@@ -156,6 +156,9 @@ class Run(SQLModel, table=True):
     # A run of a sweep (``POST /workflows/{id}/batches``): which one, and its place in it.
     sweep_id: str | None = Field(default=None, foreign_key="sweep.id", index=True)
     sweep_index: int | None = None
+    # The InvokeAI server that runs it (``app.backends``), by name; None: the first one listed
+    # (runs recorded before there were several, or not yet placed).
+    backend: str | None = None
 
 
 class Sweep(SQLModel, table=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -17,7 +18,14 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 from starlette.datastructures import FormData, UploadFile
 
-from app.api.deps import BrokerDep, ClientDep, RunServiceDep, SettingsDep, WorkflowDep
+from app.api.deps import (
+    BrokerDep,
+    ClientDep,
+    RunServiceDep,
+    SettingsDep,
+    WorkflowDep,
+    clients_of,
+)
 from app.api.limits import read_body_limited
 from app.core.errors import InputInvalid, NotFound
 from app.openai_images.errors import OpenAIError, openai_errors
@@ -32,7 +40,7 @@ from app.openai_images.store import (
     served_workflows,
 )
 from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.exceptions import APIStatusError
+from invokeai_py_client.exceptions import APIStatusError, NotFoundError
 
 __all__ = ["mapping_router", "router"]
 
@@ -90,16 +98,23 @@ async def get_model(request: Request, model: str) -> Any:
     return _model_card(await _find(request, model))
 
 
+async def _download_anywhere(clients: list[InvokeAIClient], name: str) -> bytes:
+    """An output image from whichever InvokeAI server made it."""
+    for client in clients[:-1]:
+        with contextlib.suppress(NotFoundError):
+            return await client.board_repo.get_uncategorized_handle().adownload_image(name)
+    return await clients[-1].board_repo.get_uncategorized_handle().adownload_image(name)
+
+
 async def _answer(
-    request: Request, client: InvokeAIClient, names: list[str], response_format: str | None
+    request: Request, names: list[str], response_format: str | None
 ) -> dict[str, Any]:
     data: list[dict[str, Any]] = []
     if response_format == "url":
         data = [{"url": str(request.url_for("download_image", image_name=n))} for n in names]
     else:
-        handle = client.board_repo.get_uncategorized_handle()
         for name in names:
-            content = await handle.adownload_image(name)
+            content = await _download_anywhere(clients_of(request), name)
             data.append({"b64_json": base64.b64encode(content).decode("ascii")})
     return {"created": int(time.time()), "data": data}
 
@@ -125,7 +140,7 @@ async def _generate(
         image_name = await _upload(client, image)
     job = ImageJob(served=served, request=params, size=size, image_name=image_name)
     names = await run_images(service, _engine(request), broker, job)
-    return await _answer(request, client, names, params.response_format)
+    return await _answer(request, names, params.response_format)
 
 
 GENERATION_BODY: dict[str, Any] = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Engine
 
 from app.core.config import Settings
+from app.db.claims import owned_by
 from app.db.thread import DatabaseThread
 from app.runs.registry import InFlight
 from app.runs.transition import Transitions
@@ -18,9 +20,10 @@ __all__ = ["RunContext"]
 
 @dataclass(frozen=True)
 class RunContext:
-    """Where runs are stored (``engine``, used on ``db``'s thread), the InvokeAI they run on,
-    the registry of runs in flight, the one way to change a run (``transitions``), and where
-    live-only previews go (``previews``)."""
+    """Where runs are stored (``engine``, used on ``db``'s thread), the InvokeAI they run on
+    (``client``, recorded as ``backend``; ``first``: the first one listed, which also owns
+    runs recorded without a backend), the registry of its runs in flight, the one way to
+    change a run (``transitions``), and where live-only previews go (``previews``)."""
 
     engine: Engine
     db: DatabaseThread
@@ -29,3 +32,10 @@ class RunContext:
     registry: InFlight
     settings: Settings
     previews: PreviewHub
+    backend: str = ""
+    first: bool = True
+
+    @property
+    def owner(self) -> ColumnElement[bool]:
+        """Which stored runs are this backend's (a filter for run queries)."""
+        return owned_by(self.backend, first=self.first)

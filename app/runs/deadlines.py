@@ -40,7 +40,7 @@ class Deadlines:
         while True:
             try:
                 await self.cancel_due()
-                if loop.time() >= next_sweep:
+                if self.ctx.first and loop.time() >= next_sweep:  # once for all backends
                     next_sweep = loop.time() + KEY_SWEEP_SECONDS
                     ttl = self.ctx.settings.idempotency_ttl_seconds
                     await self.ctx.db.run(claims.release_expired_keys, self.ctx.engine, ttl)
@@ -53,7 +53,7 @@ class Deadlines:
     async def cancel_due(self) -> None:
         """Cancel on InvokeAI every unfinished run whose ``cancel_at`` passed."""
         now = utcnow()
-        due = await self.ctx.db.run(claims.list_due, self.ctx.engine, now)
+        due = await self.ctx.db.run(claims.list_due, self.ctx.engine, now, self.ctx.owner)
         asked = self.ctx.registry.deadline_asked
         asked &= {run.id for run in due}  # forget runs that ended
         for run in due:

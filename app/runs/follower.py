@@ -80,7 +80,7 @@ class Follower:
 
     async def start(self) -> None:
         """Follow the unfinished runs already enqueued, and start watching InvokeAI."""
-        unfinished = await self.ctx.db.run(queries.unfinished_runs, self.ctx.engine)
+        unfinished = await self.ctx.db.run(queries.unfinished_runs, self.ctx.engine, self.ctx.owner)
         for run in unfinished:
             if run.item_id is not None:
                 self._track(run).inbox.put_nowait(Check())

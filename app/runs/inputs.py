@@ -10,19 +10,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.errors import InputInvalid
 from app.core.names import is_image_name
-from invokeai_py_client import InvokeAIClient, IvkWorkflowInput, WorkflowHandle
-from invokeai_py_client.exceptions import InputValidationError
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, IvkWorkflowInput, WorkflowHandle
+from invokeai_py_client.exceptions import InputValidationError, InvokeAIError
 
-__all__ = ["apply_inputs", "decode_data_url", "parse_index"]
+__all__ = ["Unplaceable", "apply_inputs", "decode_data_url", "parse_index"]
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,(?P<data>.*)$", re.S)
 Inputs = dict[int, IvkWorkflowInput]  # a handle's inputs by index
+
+
+class Unplaceable(InputInvalid):
+    """Every bad value names a model or an image this server lacks: another server may have
+    them (``app.runs.lanes.place`` tries the next)."""
+
+
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
@@ -61,6 +70,7 @@ class _Plan:
     image_names: dict[int, str] = field(default_factory=dict)
     model_refs: dict[int, str] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    missing: set[int] = field(default_factory=set)  # indexes naming what this server lacks
 
     def problem(self, index: int | str, item: IvkWorkflowInput | None, reason: str) -> None:
         self.problems.append(
@@ -113,19 +123,40 @@ async def _check_images(client: InvokeAIClient, plan: _Plan, inputs: Inputs) -> 
             plan.values[index] = name
         else:
             plan.problem(index, inputs[index], f"image {name!r} does not exist on the server")
+            plan.missing.add(index)
 
 
-async def _resolve_models(client: InvokeAIClient, plan: _Plan, inputs: Inputs) -> None:
+async def _resolve_models(
+    client: InvokeAIClient, plan: _Plan, inputs: Inputs, others: Sequence[InvokeAIClient]
+) -> None:
     if not plan.model_refs:
         return
     models = await client.dnn_model_repo.alist_models()
     by_key = {m.key: m for m in models}
     for index, ref in plan.model_refs.items():
         model = by_key.get(ref) or next((m for m in models if m.name == ref), None)
+        if model is None and others:
+            model = await _same_model_here(ref, models, others)
         if model is None:
             plan.problem(index, inputs[index], f"no installed model has the key or name {ref!r}")
+            plan.missing.add(index)
         else:
             plan.values[index] = model.identifier()
+
+
+async def _same_model_here(
+    key: str, models: Sequence[IvkDnnModel], others: Sequence[InvokeAIClient]
+) -> IvkDnnModel | None:
+    """This server's copy of the model another server knows by ``key``: keys differ between
+    servers, a model's name, base and type do not."""
+    for other in others:
+        with contextlib.suppress(InvokeAIError):
+            theirs = await other.dnn_model_repo.alist_models()
+            found = next((m for m in theirs if m.key == key), None)
+            if found is not None:
+                same = (found.name, found.base, found.type)
+                return next((m for m in models if (m.name, m.base, m.type) == same), None)
+    return None
 
 
 def _set_values(handle: WorkflowHandle, plan: _Plan, inputs: Inputs) -> None:
@@ -149,25 +180,33 @@ async def _upload(client: InvokeAIClient, handle: WorkflowHandle, plan: _Plan) -
 
 
 async def apply_inputs(
-    client: InvokeAIClient, handle: WorkflowHandle, raw: dict[str, Any]
+    client: InvokeAIClient,
+    handle: WorkflowHandle,
+    raw: dict[str, Any],
+    *,
+    others: Sequence[InvokeAIClient] = (),
 ) -> dict[str, Any]:
-    """Check every value in ``raw`` and set it on ``handle``.
+    """Check every value in ``raw`` and set it on ``handle`` (for ``client``'s server; a model
+    key of one of the ``others`` servers means the same model here).
 
     Returns:
         The inputs as they should be recorded: uploaded data URLs replaced by image names.
 
     Raises:
+        Unplaceable: the only bad values name models or images this server lacks.
         InputInvalid: one entry per bad index (its label and why), nothing uploaded.
         APIConnectionError: InvokeAI is unreachable (checks of images and models need it).
     """
     inputs = {item.input_index: item for item in handle.list_inputs()}
     plan = _plan(raw, inputs)
     await _check_images(client, plan, inputs)
-    await _resolve_models(client, plan, inputs)
+    await _resolve_models(client, plan, inputs, others)
     _set_values(handle, plan, inputs)
     if plan.problems:
         plan.problems.sort(key=_problem_order)
-        raise InputInvalid(_summary(plan.problems), errors=plan.problems)
+        bad = {p["index"] for p in plan.problems}
+        error = Unplaceable if bad <= plan.missing else InputInvalid
+        raise error(_summary(plan.problems), errors=plan.problems)
     uploaded = await _upload(client, handle, plan)
     recorded = dict(raw)
     for key in raw:

@@ -65,10 +65,10 @@ class Reconciler:
 
     async def resolve_leftovers(self) -> None:
         """Settle every claim not being sent by this process right now."""
-        for run in await self.ctx.db.run(claims.list_submitting, self.ctx.engine):
+        for run in await self.ctx.db.run(claims.list_submitting, self.ctx.engine, self.ctx.owner):
             if not self.ctx.registry.enqueueing(run.id):
                 await self.resolve_submitting(run)
-        pending = await self.ctx.db.run(claims.list_pending, self.ctx.engine)
+        pending = await self.ctx.db.run(claims.list_pending, self.ctx.engine, self.ctx.owner)
         for group in _by_batch(r for r in pending if not self.ctx.registry.enqueueing(r.id)):
             if group[0].sweep_id is None:
                 await self._resolve_pending(group[0])

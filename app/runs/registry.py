@@ -151,6 +151,10 @@ class InFlight:
         """Every run followed right now."""
         return list(self._by_item.values())
 
+    def in_flight(self) -> int:
+        """How many runs are being enqueued or followed here."""
+        return len(self._enqueueing) + len(self._by_run)
+
     def busy(self, run_id: str) -> bool:
         """Whether the run is being enqueued or looked up here (leave it alone)."""
         return run_id in self._enqueueing or run_id in self.resolving

@@ -1,13 +1,15 @@
 """The run service: submit a run exactly once, wait for it, cancel it.
 
-``RunService`` is what the routes use; it composes the collaborators of a run's life, which
-share one ``InFlight`` registry and change runs only through ``Transitions``:
-``Dispatcher`` (enqueue), ``Follower`` (InvokeAI's events and queue), ``Reconciler`` (claims
-left behind), ``Deadlines`` (Cancel-After, key expiry).
+``RunService`` is what the routes use; it composes the collaborators of a run's life, one
+set per InvokeAI server (a ``Lane``, see ``app.runs.lanes``), which share one ``InFlight``
+registry per server and change runs only through ``Transitions``: ``Dispatcher`` (enqueue),
+``Follower`` (InvokeAI's events and queue), ``Reconciler`` (claims left behind),
+``Deadlines`` (Cancel-After, key expiry).
 
 Submitting, in order::
 
     Idempotency-Key known? ─ same body: the original run; other body: 409
+    place it: the least loaded healthy server that has its models and images
     check inputs, build the enqueue body ─ 422, nothing recorded
     cap on unfinished runs ─ 429 + Retry-After
     claim: insert Run(minted batch id, key)   ← the unique key decides races
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from app.backends.spec import BackendSpec
 from app.core.config import Settings
 from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
 from app.db import claims, queries
@@ -37,16 +41,14 @@ from app.db.claims import SUBMITTING, Claim
 from app.db.tables import Run, RunStatus, Workflow, utcnow
 from app.db.thread import DatabaseThread
 from app.runs.context import RunContext
-from app.runs.deadlines import Deadlines
-from app.runs.dispatcher import Dispatcher, Prepared
+from app.runs.dispatcher import Prepared
 from app.runs.enqueue import build_body
-from app.runs.follower import Follower
 from app.runs.inputs import apply_inputs
-from app.runs.reconciler import Reconciler
+from app.runs.lanes import Lane, lane_named, place
 from app.runs.registry import InFlight
 from app.runs.transition import Transitions
 from app.streaming.broker import EventBroker
-from app.streaming.previews import previews_of
+from app.streaming.previews import PreviewHub, previews_of
 from app.workflows import load_handle
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import APIConnectionError
@@ -93,34 +95,52 @@ class RunService:
         *,
         engine: Engine,
         db: DatabaseThread,
-        client: InvokeAIClient,
+        backends: Sequence[tuple[BackendSpec, InvokeAIClient]],
         broker: EventBroker,
         settings: Settings,
     ) -> None:
         self.engine = engine
         self.db = db
-        self.client = client
         self.settings = settings
-        self.registry = InFlight()
         self.transitions = Transitions(engine=engine, db=db, broker=broker)
-        ctx = RunContext(
-            engine, db, client, self.transitions, self.registry, settings, previews_of(broker)
+        previews = previews_of(broker)
+        self.lanes = [
+            Lane(spec, self._context(client, previews, spec.name, first=i == 0))
+            for i, (spec, client) in enumerate(backends)
+        ]
+
+    def _context(
+        self, client: InvokeAIClient, previews: PreviewHub, name: str, *, first: bool
+    ) -> RunContext:
+        t = self.transitions
+        return RunContext(
+            self.engine, self.db, client, t, InFlight(), self.settings, previews, name, first
         )
-        self.follower = Follower(ctx)
-        self.dispatcher = Dispatcher(ctx, self.follower)
-        self.reconciler = Reconciler(ctx, self.follower, self.dispatcher)
-        self.deadlines = Deadlines(ctx, self.follower)
+
+    @property
+    def clients(self) -> list[InvokeAIClient]:
+        """Every InvokeAI server's client, in the order listed."""
+        return [lane.ctx.client for lane in self.lanes]
+
+    def backend_of(self, lane: Lane) -> str | None:
+        """What a run placed on ``lane`` records: its name when there are several servers
+        (with one, runs belong to whichever is configured, as before there were several)."""
+        return lane.name if len(self.lanes) > 1 else None
+
+    def lane_of(self, run: Run) -> Lane:
+        """The lane of a stored run (``InvokeAIUnavailable``: its server is gone from the
+        configuration)."""
+        return lane_named(self.lanes, run.backend)
 
     async def start(self) -> None:
-        """Follow unfinished runs, settle leftover claims, and start the deadline checks."""
-        await self.follower.start()
-        self.follower.spawn(self.reconciler.run_forever())
-        self.follower.spawn(self.deadlines.run_forever())
+        """Follow unfinished runs, settle leftover claims, and start the deadline checks, on
+        every server."""
+        for lane in self.lanes:
+            await lane.start()
 
     async def stop(self) -> None:
         """Let dispatches under way finish (briefly), then stop every task."""
-        await self.dispatcher.stop()
-        await self.follower.stop()
+        await asyncio.gather(*(lane.stop() for lane in self.lanes))
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -138,11 +158,14 @@ class RunService:
             if earlier is not None:
                 return earlier, True
         run = self._new_claim(sub)
-        prepared = await self._prepare(run, sub)
+        return await place(self.lanes, lambda lane: self._submit_on(lane, run, sub))
+
+    async def _submit_on(self, lane: Lane, run: Run, sub: Submission) -> tuple[Run, bool]:
+        prepared = await self._prepare(lane, run, sub)
         run.inputs = prepared.recorded_inputs
-        await self.follower.await_events()
+        run.backend = self.backend_of(lane)
         # Followed events mean InvokeAI answers: accept now, enqueue in the background.
-        pending = self.follower.events_connected
+        pending = lane.follower.events_connected
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
             cap = self.settings.max_unfinished_runs
@@ -151,9 +174,9 @@ class RunService:
                 raise self.too_many()
             if claim is Claim.CLAIMED:
                 if pending:
-                    self.dispatcher.dispatch(run, prepared)
+                    lane.dispatcher.dispatch(run, prepared)
                     return run, False
-                return await self.dispatcher.enqueue_claimed(run, prepared), False
+                return await lane.dispatcher.enqueue_claimed(run, prepared), False
             assert sub.key is not None  # only the key is unique among the claim's columns
             earlier = await self._replay(sub.key, sub.request_hash)
             if earlier is not None:  # another request holds the key: its run
@@ -179,12 +202,15 @@ class RunService:
             webhook_events=sub.webhook_events,
         )
 
-    async def _prepare(self, run: Run, sub: Submission) -> Prepared:
-        """Check the values, upload data URLs, and build the enqueue body (before any claim)."""
+    async def _prepare(self, lane: Lane, run: Run, sub: Submission) -> Prepared:
+        """Check the values, upload data URLs, and build the enqueue body (before any claim),
+        for ``lane``'s server."""
         version_key = (sub.workflow.id, sub.workflow.version)
+        client = lane.ctx.client
+        others = [c for c in self.clients if c is not client]
         try:
-            handle = await load_handle(self.client, sub.workflow.definition, version_key)
-            recorded = await apply_inputs(self.client, handle, sub.inputs)
+            handle = await load_handle(client, sub.workflow.definition, version_key)
+            recorded = await apply_inputs(client, handle, sub.inputs, others=others)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
         assert run.batch_id is not None
@@ -213,11 +239,12 @@ class RunService:
                 )
             if held.status != SUBMITTING:
                 return held
-            if self.registry.enqueueing(held.id):
+            lane = self.lane_of(held)
+            if lane.ctx.registry.enqueueing(held.id):
                 # The winner is enqueueing it right now.
-                await self.registry.wait_enqueued(held.id, None)
+                await lane.ctx.registry.wait_enqueued(held.id, None)
                 continue
-            if not await self.reconciler.resolve_submitting(held):
+            if not await lane.reconciler.resolve_submitting(held):
                 raise InvokeAIUnavailable(
                     f"run {held.id} of this Idempotency-Key awaits InvokeAI; try again"
                 )
@@ -228,21 +255,27 @@ class RunService:
         """Return when the run is terminal or ``timeout`` seconds passed (dispatch included)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self.registry.wait_enqueued(run_id, timeout)
-        await self.follower.wait(run_id, max(0.0, timeout - (loop.time() - start)))
+        for lane in self.lanes:  # the run is in flight on one of them, if any
+            registry = lane.ctx.registry
+            if registry.enqueueing(run_id) or registry.by_run(run_id) is not None:
+                await registry.wait_enqueued(run_id, timeout)
+                left = max(0.0, timeout - (loop.time() - start))
+                await lane.follower.wait(run_id, left)
+                return
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""
         run = await self.load(run_id)
+        lane = self.lane_of(run)
         if run.item_id is None and not RunStatus(run.status).terminal:
-            run = await self.dispatcher.cancel_pending(run, CANCEL_WAIT_SECONDS)
+            run = await lane.dispatcher.cancel_pending(run, CANCEL_WAIT_SECONDS)
         if RunStatus(run.status).terminal or run.item_id is None:
             return run
         try:
-            await self.client.queue_repo.acancel_item(run.item_id)
+            await lane.ctx.client.queue_repo.acancel_item(run.item_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
-        await self.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
+        await lane.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
         return await self.load(run_id)
 
     async def load(self, run_id: str) -> Run:

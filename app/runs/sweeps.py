@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,10 +30,11 @@ from app.db.tables import Run, RunStatus, Sweep, Workflow, utcnow
 from app.runs.dispatcher import Prepared, sweep_targets
 from app.runs.enqueue import build_body
 from app.runs.inputs import apply_inputs, parse_index
+from app.runs.lanes import Lane, place
 from app.runs.service import CLAIM_ATTEMPTS, IdempotencyConflict, RunService
 from app.runs.sweep_plan import Mode, expand, one_batch_body, size_of
 from app.workflows import load_handle
-from invokeai_py_client import WorkflowHandle
+from invokeai_py_client import InvokeAIClient, WorkflowHandle
 from invokeai_py_client.exceptions import APIConnectionError
 
 __all__ = ["SweepRequest", "SweepService"]
@@ -79,11 +81,14 @@ class SweepService:
         if req.key is not None and (earlier := await self._replay(req)) is not None:
             return earlier, True
         self._check_shape(req)
-        await self.runs.follower.await_events()
-        if not self.runs.follower.events_connected:
-            raise InvokeAIUnavailable("InvokeAI is unreachable: the batch was not submitted")
         sweep = self._new_sweep(req)
-        planned = await self._plan(sweep, req)
+        return await place(self.runs.lanes, lambda lane: self._submit_on(lane, sweep, req))
+
+    async def _submit_on(self, lane: Lane, sweep: Sweep, req: SweepRequest) -> tuple[Sweep, bool]:
+        """Plan and claim every run of the sweep on one server (one batch, in order)."""
+        if not lane.follower.events_connected:
+            raise InvokeAIUnavailable("InvokeAI is unreachable: the batch was not submitted")
+        planned = await self._plan(lane, sweep, req)
         sweep.one_batch = planned.one_batch is not None
         for _attempt in range(CLAIM_ATTEMPTS):
             cap = self.runs.settings.max_unfinished_runs
@@ -93,14 +98,14 @@ class SweepService:
             if claim is Claim.FULL:
                 raise self.runs.too_many()
             if claim is Claim.CLAIMED:
-                self._dispatch(planned)
+                self._dispatch(lane, planned)
                 return sweep, False
             if (earlier := await self._replay(req)) is not None:
                 return earlier, True
         raise InvokeAIUnavailable("the batch could not be submitted; try again")
 
-    def _dispatch(self, planned: _Planned) -> None:
-        dispatcher = self.runs.dispatcher
+    def _dispatch(self, lane: Lane, planned: _Planned) -> None:
+        dispatcher = lane.dispatcher
         if planned.one_batch is not None:
             dispatcher.dispatch_batch(planned.runs, planned.one_batch)
             return
@@ -145,18 +150,21 @@ class SweepService:
             request_hash=req.request_hash,
         )
 
-    async def _plan(self, sweep: Sweep, req: SweepRequest) -> _Planned:
-        """Every run with its checked values and body (uploads included), before any claim."""
+    async def _plan(self, lane: Lane, sweep: Sweep, req: SweepRequest) -> _Planned:
+        """Every run with its checked values and body (uploads included) for ``lane``'s
+        server, before any claim."""
         version_key = (req.workflow.id, req.workflow.version)
-        client = self.runs.client
+        client = lane.ctx.client
+        others = [c for c in self.runs.clients if c is not client]
         try:
             handle = await load_handle(client, req.workflow.definition, version_key)
-            fixed = await apply_inputs(client, handle, req.fixed)
+            fixed = await apply_inputs(client, handle, req.fixed, others=others)
             batch_id = str(uuid.uuid4())
             runs, prepared = [], []
             for index, values in enumerate(expand(req.vary, req.mode)):
-                recorded = await _apply_run_values(handle, index, values)
+                recorded = await _apply_run_values(handle, index, values, others)
                 run = self._new_run(sweep, req, index, fixed | recorded, batch_id)
+                run.backend = self.runs.backend_of(lane)
                 body = build_body(
                     handle, board_id=req.board_id, destination=sweep.id, batch_id=batch_id
                 )
@@ -226,14 +234,18 @@ class SweepService:
 
 
 async def _apply_run_values(
-    handle: WorkflowHandle, index: int, values: dict[str, Any]
+    handle: WorkflowHandle,
+    index: int,
+    values: dict[str, Any],
+    others: Sequence[InvokeAIClient],
 ) -> dict[str, Any]:
     """Set one run's varied values; a bad one is a 422 naming the run's place in the sweep."""
     try:
-        return await apply_inputs(handle.client, handle, values)
+        return await apply_inputs(handle.client, handle, values, others=others)
     except InputInvalid as exc:
         errors = [error | {"run_index": index} for error in exc.errors or []]
-        raise InputInvalid(f"run {index} of the batch: {exc.detail}", errors=errors) from exc
+        kind = type(exc)  # Unplaceable stays so: another server may have what it names
+        raise kind(f"run {index} of the batch: {exc.detail}", errors=errors) from exc
 
 
 def _problem(key: str | None, reason: str) -> dict[str, Any]:

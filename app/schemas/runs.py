@@ -117,6 +117,11 @@ class RunPublic(SQLModel):
     batch: RunBatchRef | None = Field(
         None, description="The gateway batch this run is part of (null: a run of its own)."
     )
+    backend: str | None = Field(
+        None,
+        description="The InvokeAI server that runs it, by its name in INVOKEAI_URL (null when"
+        " the gateway has one server).",
+    )
     links: RunLinks
 
 

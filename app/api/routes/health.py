@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from app.api.deps import client_of, engine_of, settings_of
+from app.api.deps import clients_of, engine_of, settings_of
 from app.core.caller import is_trusted_caller
 from app.db.tables import RunEvent
 from invokeai_py_client import InvokeAIClient
@@ -55,17 +55,18 @@ async def livez() -> Liveness:
     responses={503: {"model": Readiness, "description": "A dependency is down."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when InvokeAI answers, its event stream is connected, and the database is writable.
+    """Ready when InvokeAI answers, its event stream is connected, and the database is writable
+    (with several InvokeAI servers: when one of them does).
 
     Which check failed is shown to everyone; why (``details``) only to a caller with an API
     key (or to everyone when no keys are set: then only local programs are answered).
     """
-    client = client_of(request)
-    invokeai, database = await asyncio.gather(
-        _check_invokeai(client), _check_database(engine_of(request))
+    backends, database = await asyncio.gather(
+        asyncio.gather(*(_check_backend(client) for client in clients_of(request))),
+        _check_database(engine_of(request)),
     )
-    # Without InvokeAI there is no event stream to connect to: do not start a connect attempt.
-    events = await _check_events(client) if invokeai is None else "InvokeAI unreachable"
+    # Ready when one server answers with its events followed: runs go to the healthy ones.
+    invokeai, events = next((b for b in backends if b == (None, None)), _joined(backends))
     problems = {"invokeai": invokeai, "events": events, "database": database}
     body = readiness(problems)
     if not is_trusted_caller(request, settings_of(request)):
@@ -82,6 +83,22 @@ def readiness(problems: dict[str, str | None]) -> Readiness:
         down=down,
         details={name: str(problems[name]) for name in down},
     )
+
+
+async def _check_backend(client: InvokeAIClient) -> tuple[str | None, str | None]:
+    invokeai = await _check_invokeai(client)
+    # Without InvokeAI there is no event stream to connect to: do not start a connect attempt.
+    events = await _check_events(client) if invokeai is None else "InvokeAI unreachable"
+    return invokeai, events
+
+
+def _joined(backends: list[tuple[str | None, str | None]]) -> tuple[str | None, str | None]:
+    """Every server's problems, one per server (all are down)."""
+    if len(backends) == 1:
+        return backends[0]
+    invokeai = [p for p, _ in backends if p is not None]
+    events = [p for _, p in backends if p is not None]
+    return ("; ".join(invokeai) or None), ("; ".join(events) or None)
 
 
 async def _check_invokeai(client: InvokeAIClient) -> str | None:

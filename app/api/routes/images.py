@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.deps import client_of, settings_of
+from app.api.deps import client_of, clients_of, settings_of
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
 from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
 from invokeai_py_client import BoardHandle
@@ -192,15 +192,8 @@ async def download_image(
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return await _not_modified(request, image_name, thumbnail, etag)
     stack = contextlib.AsyncExitStack()
-    repo = client_of(request).board_repo
     try:
-        # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
-        upstream_headers, chunks = await stack.enter_async_context(
-            repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
-        )
-    except NotFoundError as exc:
-        await stack.aclose()
-        raise NotFound(f"image {image_name} not found") from exc
+        upstream_headers, chunks = await _open_anywhere(request, stack, image_name, thumbnail)
     except BaseException:
         await stack.aclose()
         raise
@@ -208,6 +201,22 @@ async def download_image(
     headers["etag"] = etag
     media_type = headers.pop("content-type", "application/octet-stream")
     return RelayResponse(chunks, stack, media_type=media_type, headers=headers)
+
+
+async def _open_anywhere(
+    request: Request, stack: contextlib.AsyncExitStack, image_name: str, thumbnail: bool
+) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
+    """The image from whichever InvokeAI server has it (each asked in turn: an image's
+    name is a fresh UUID, so only the server that made or took it has one by that name)."""
+    for client in clients_of(request):
+        try:
+            # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
+            return await stack.enter_async_context(
+                client.board_repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
+            )
+        except NotFoundError:
+            continue
+    raise NotFound(f"image {image_name} not found")
 
 
 def _etag(image_name: str, thumbnail: bool) -> str:
@@ -227,11 +236,14 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 async def _not_modified(request: Request, image_name: str, thumbnail: bool, etag: str) -> Response:
-    repo = client_of(request).board_repo
-    try:
-        upstream = await repo.aimage_headers(image_name, thumbnail=thumbnail)
-    except NotFoundError as exc:
-        raise NotFound(f"image {image_name} not found") from exc
+    for client in clients_of(request):
+        try:
+            upstream = await client.board_repo.aimage_headers(image_name, thumbnail=thumbnail)
+            break
+        except NotFoundError:
+            continue
+    else:
+        raise NotFound(f"image {image_name} not found")
     headers = {"etag": etag}
     if "cache-control" in upstream:
         headers["cache-control"] = upstream["cache-control"]

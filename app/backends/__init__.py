@@ -1,0 +1,1 @@
+"""Several InvokeAI servers behind one gateway: their list, and where each run goes."""

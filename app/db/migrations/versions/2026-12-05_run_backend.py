@@ -1,0 +1,28 @@
+"""run.backend: the InvokeAI server a run was sent to, when there are several
+
+Revision ID: 5c1e7a9b3d20
+Revises: 3a9d6b2e8c47
+Create Date: 2026-12-05 10:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+
+revision: str = '5c1e7a9b3d20'
+down_revision: str | None = '3a9d6b2e8c47'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('backend', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.drop_column('backend')
