@@ -40,6 +40,7 @@ from app.db import claims, queries
 from app.db.claims import SUBMITTING, Claim
 from app.db.tables import Run, RunStatus, Workflow, utcnow
 from app.db.thread import DatabaseThread
+from app.runs.boards import board_on
 from app.runs.context import RunContext
 from app.runs.dispatcher import Prepared
 from app.runs.enqueue import build_body
@@ -211,10 +212,12 @@ class RunService:
         try:
             handle = await load_handle(client, sub.workflow.definition, version_key)
             recorded = await apply_inputs(client, handle, sub.inputs, others=others)
+            if sub.board_id is not None:  # this server's board of that name
+                run.board_id = await board_on(client, others, sub.board_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
         assert run.batch_id is not None
-        body = build_body(handle, board_id=sub.board_id, destination=run.id, batch_id=run.batch_id)
+        body = build_body(handle, board_id=run.board_id, destination=run.id, batch_id=run.batch_id)
         return Prepared(handle, body, recorded)
 
     def too_many(self) -> TooManyRuns:

@@ -27,6 +27,7 @@ from app.core.errors import InputInvalid, InvokeAIUnavailable, NotFound
 from app.db import claims, sweeps
 from app.db.claims import Claim
 from app.db.tables import Run, RunStatus, Sweep, Workflow, utcnow
+from app.runs.boards import board_on
 from app.runs.dispatcher import Prepared, sweep_targets
 from app.runs.enqueue import build_body
 from app.runs.inputs import apply_inputs, parse_index
@@ -159,14 +160,15 @@ class SweepService:
         try:
             handle = await load_handle(client, req.workflow.definition, version_key)
             fixed = await apply_inputs(client, handle, req.fixed, others=others)
+            board_id = req.board_id and await board_on(client, others, req.board_id)
             batch_id = str(uuid.uuid4())
             runs, prepared = [], []
             for index, values in enumerate(expand(req.vary, req.mode)):
                 recorded = await _apply_run_values(handle, index, values, others)
                 run = self._new_run(sweep, req, index, fixed | recorded, batch_id)
-                run.backend = self.runs.backend_of(lane)
+                run.backend, run.board_id = self.runs.backend_of(lane), board_id
                 body = build_body(
-                    handle, board_id=req.board_id, destination=sweep.id, batch_id=batch_id
+                    handle, board_id=board_id, destination=sweep.id, batch_id=batch_id
                 )
                 runs.append(run)
                 prepared.append(Prepared(handle, body, run.inputs))

@@ -15,7 +15,7 @@ import io
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from PIL import Image
 
 from app.core.config import Settings
 from app.main import create_app
+from app.runs.lanes import Lane, placement_order
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
 from tests.app.conftest import TIMEOUT, load_json, make_settings, register, run_if, wait_until
 from tests.app.live_server import free_port, serve
@@ -231,3 +232,51 @@ def test_a_malformed_list_stops_the_gateway_naming_the_entry() -> None:
         Settings(invokeai_url="a=http://127.0.0.1:1, a=http://127.0.0.1:2")
     with pytest.raises(ValueError, match="weight"):
         Settings(invokeai_url="a=http://127.0.0.1:1;weight=0")
+
+
+async def test_a_board_of_the_first_server_is_used_by_name_on_the_other(
+    two: httpx.AsyncClient, workflows_dir: Path, second_invokeai: str
+) -> None:
+    board = (await two.post("/boards", json={"name": "spread-board"})).json()
+    workflow = await register(two, load_json(workflows_dir / NOISE))
+    body = {"inputs": {"0": 32, "1": 32}, "board_id": board["board_id"]}
+    responses = await asyncio.gather(
+        *(two.post(f"/workflows/{workflow['id']}/runs", json=body) for _ in range(6))
+    )
+    runs = [await _finished(two, r.json()["id"]) for r in responses]
+    assert {r["status"] for r in runs} == {"succeeded"}, [r["error"] for r in runs]
+    assert {r["backend"] for r in runs} == {"a", "b"}
+    async with InvokeAIClient.from_url(second_invokeai) as b:
+        named = [x for x in await b.board_repo.alist_boards() if x.board_name == "spread-board"]
+        assert len(named) == 1  # made once, however many runs went there together
+        theirs = named[0].board_id
+        for run in runs:
+            (output,) = run["outputs"]
+            wanted = board["board_id"] if run["backend"] == "a" else theirs
+            assert output["board_id"] == wanted and run["board_id"] == wanted
+            if run["backend"] == "b":
+                (name,) = output["image_names"]
+                on_board = await (await b.board_repo.aget_board_handle(theirs)).alist_image_names()
+                assert name in on_board
+
+
+class _Lane:
+    """What placement reads of a lane."""
+
+    def __init__(self, name: str, weight: int, unfinished: int, healthy: bool = True) -> None:
+        self.name, self.weight, self.count, self.healthy = name, weight, unfinished, healthy
+
+    def load(self) -> float:
+        return self.count / self.weight
+
+
+def test_placement_takes_the_least_loaded_healthy_server_for_its_weight() -> None:
+    def order(*lanes: _Lane) -> list[str]:
+        return [lane.name for lane in placement_order(cast(list[Lane], list(lanes)))]
+
+    assert order(_Lane("a", 1, 0), _Lane("b", 1, 0)) == ["a", "b"]  # ties: as listed
+    assert order(_Lane("a", 1, 1), _Lane("b", 1, 0)) == ["b", "a"]
+    assert order(_Lane("a", 3, 2), _Lane("b", 1, 1)) == ["a", "b"]  # 2/3 < 1/1
+    assert order(_Lane("a", 3, 3), _Lane("b", 1, 0)) == ["b", "a"]
+    assert order(_Lane("a", 1, 0, healthy=False), _Lane("b", 1, 5)) == ["b"]
+    assert order(_Lane("a", 1, 0, False), _Lane("b", 1, 0, False)) == ["a", "b"]  # all down
