@@ -85,6 +85,16 @@ class Settings(BaseSettings):
         validation_alias=_env("GATEWAY_RECONCILE_INTERVAL"),
         description="How often unfinished runs are re-checked while InvokeAI is unreachable.",
     )
+    backend_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        validation_alias=_env("GATEWAY_BACKEND_GRACE"),
+        description=(
+            "With several InvokeAI servers: how long runs on the queue of one that stopped"
+            " answering wait for it before they are sent to another (runs it never got move"
+            " at once)."
+        ),
+    )
     migrate_on_start: bool = Field(True, validation_alias=_env("GATEWAY_MIGRATE_ON_START"))
 
     # -- security, idempotency, deadlines, backpressure --------------------------------------

@@ -161,6 +161,18 @@ class Run(SQLModel, table=True):
     backend: str | None = None
 
 
+class AbandonedBatch(SQLModel, table=True):
+    """A batch left on the queue of an InvokeAI server that stopped answering, whose runs were
+    sent to another server: it is canceled there when that server answers again, so no run
+    yields two results."""
+
+    __tablename__ = "abandoned_batch"
+
+    batch_id: str = Field(primary_key=True)
+    backend: str = Field(index=True)
+    created_at: datetime = _time(nullable=False)
+
+
 class Sweep(SQLModel, table=True):
     """Runs asked for in one request (the API's *batch*), each a ``Run`` with its place.
 

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from weakref import WeakKeyDictionary
 
+from app.runs.inputs import Unplaceable
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.exceptions import InvokeAIError
 
@@ -25,8 +26,11 @@ _making: WeakKeyDictionary[InvokeAIClient, asyncio.Lock] = WeakKeyDictionary()
 
 async def board_on(client: InvokeAIClient, others: Sequence[InvokeAIClient], board_id: str) -> str:
     """The id on ``client``'s server of the board ``board_id`` names on any server: the same
-    id when it has it, else its board of the same name (made when missing). An id no server
-    knows is returned as it is (InvokeAI says what is wrong with it)."""
+    id when it has it, else its board of the same name (made when missing).
+
+    Raises:
+        Unplaceable: neither this server nor any other that answers has the board.
+    """
     if not others or board_id == UNCATEGORIZED:
         return board_id
     lock = _making.setdefault(client, asyncio.Lock())
@@ -36,7 +40,9 @@ async def board_on(client: InvokeAIClient, others: Sequence[InvokeAIClient], boa
             return board_id
         name = await _name_elsewhere(others, board_id)
         if name is None:
-            return board_id
+            reason = f"board {board_id!r} does not exist on the server"
+            problem = {"index": None, "label": None, "field_name": "board_id", "node_id": None}
+            raise Unplaceable(reason, errors=[problem | {"reason": reason}])
         same = next((board for board in mine if board.board_name == name), None)
         if same is not None:
             return same.board_id

@@ -34,6 +34,12 @@ class RunContext:
     previews: PreviewHub
     backend: str = ""
     first: bool = True
+    clients: tuple[InvokeAIClient, ...] = ()  # every server's, this one's included
+
+    @property
+    def others(self) -> list[InvokeAIClient]:
+        """The other servers' clients (a model key of theirs names a model here too)."""
+        return [client for client in self.clients if client is not self.client]
 
     @property
     def owner(self) -> ColumnElement[bool]:

@@ -30,6 +30,7 @@ from app.core.errors import GatewayError, InvokeAIUnavailable, WorkflowInvalid
 from app.db import claims, queries, sweeps
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
+from app.runs.boards import board_on
 from app.runs.context import RunContext
 from app.runs.enqueue import Enqueued, QueueFull, build_body, nothing_sent, send_body
 from app.runs.follower import Follower
@@ -86,6 +87,8 @@ def queued_change(run: Run, item_id: int, *, synthetic: bool = False) -> Change:
     guard = Guard.PENDING if run.status == RunStatus.queued.value else Guard.SUBMITTING
     columns = {"status": RunStatus.queued.value, "item_id": item_id}
     data: dict[str, Any] = {"item_id": item_id, "batch_id": run.batch_id}
+    if run.backend is not None:
+        data["backend"] = run.backend  # several servers: which one (again, if it moved)
     if synthetic:
         data["synthetic"] = True  # found on InvokeAI's queue, not answered by the enqueue
     row = run.model_dump() | columns
@@ -260,29 +263,41 @@ class Dispatcher:
 
     async def _rebuild(self, run: Run) -> Prepared | None:
         """The body of a pending run from its stored version and inputs (None: retry later)."""
-        version = await self.ctx.db.run(
-            queries.find_workflow_version, self.ctx.engine, run.workflow_id, run.workflow_version
-        )
         try:
-            if version is None:
-                raise WorkflowInvalid(
-                    f"version {run.workflow_version} of workflow {run.workflow_id} is gone"
-                )
-            key = (run.workflow_id, run.workflow_version)
-            handle = await load_handle(self.ctx.client, dict(version.definition), key)
-            await apply_inputs(self.ctx.client, handle, run.inputs)
-            assert run.batch_id is not None
-            body = build_body(
-                handle,
-                board_id=run.board_id,
-                destination=run.sweep_id or run.id,
-                batch_id=run.batch_id,
-            )
+            return await self.prepare(run)
         except APIConnectionError:
             return None
         except GatewayError as exc:
             await self._fail_pending([run], errors.refusal_error(exc))
             return None
+
+    async def prepare(self, run: Run) -> Prepared:
+        """The body of a stored run for this server, from its version and recorded inputs.
+
+        Raises:
+            Unplaceable: it names a model or an image this server lacks.
+            GatewayError: it can never be sent (its version is gone, a value is refused).
+            APIConnectionError: this server is unreachable.
+        """
+        version = await self.ctx.db.run(
+            queries.find_workflow_version, self.ctx.engine, run.workflow_id, run.workflow_version
+        )
+        if version is None:
+            raise WorkflowInvalid(
+                f"version {run.workflow_version} of workflow {run.workflow_id} is gone"
+            )
+        key = (run.workflow_id, run.workflow_version)
+        handle = await load_handle(self.ctx.client, dict(version.definition), key)
+        await apply_inputs(self.ctx.client, handle, run.inputs, others=self.ctx.others)
+        if run.board_id is not None:  # this server's board of that name (a run moved here)
+            run.board_id = await board_on(self.ctx.client, self.ctx.others, run.board_id)
+        assert run.batch_id is not None
+        body = build_body(
+            handle,
+            board_id=run.board_id,
+            destination=run.sweep_id or run.id,
+            batch_id=run.batch_id,
+        )
         return Prepared(handle, body, run.inputs)
 
     async def _rebuild_batch(self, runs: Sequence[Run]) -> Prepared | None:

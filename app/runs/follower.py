@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from app.db import queries
@@ -75,6 +75,8 @@ class Follower:
         self._connected = asyncio.Event()
         self._hub: EventHub | None = None  # the client's event hub, once the watcher holds it
         self._attempted = asyncio.Event()  # the watcher tried to connect at least once
+        # Called (as tasks) each time the event stream is followed again.
+        self.connected_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -196,6 +198,7 @@ class Follower:
             columns or {},
             guard,
             webhook=tracked.webhook,
+            batch_id=tracked.batch_id,  # still this item's run (not moved to another server)
         )
         return await self.ctx.transitions.apply(change) is not None
 
@@ -210,6 +213,8 @@ class Follower:
                 with hub.subscribe(everything=True) as sub:
                     self._connected.set()
                     self._attempted.set()
+                    for hook in self.connected_hooks:
+                        self.spawn(hook())
                     self._events_missed()
                     await self._recheck_all()
                     async for event in sub:

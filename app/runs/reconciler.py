@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from app.db import claims, sweeps
+from app.db import claims, moves, sweeps
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs.context import RunContext
 from app.runs.dispatcher import Dispatcher, queued_change
@@ -55,6 +55,7 @@ class Reconciler:
         self.follower = follower
         self.dispatcher = dispatcher
         self._born = utcnow()
+        follower.connected_hooks.append(self.cancel_abandoned)
 
     async def run_forever(self) -> None:
         """Settle leftover claims now and every reconcile interval."""
@@ -63,8 +64,26 @@ class Reconciler:
                 await self.resolve_leftovers()
             await asyncio.sleep(self.ctx.settings.reconcile_interval_seconds)
 
+    async def cancel_abandoned(self) -> None:
+        """Cancel the batches this server held for runs moved to another while it did not
+        answer (``app.runs.rescue``): each of those runs has one result, the other server's."""
+        if len(self.ctx.clients) < 2 or not self.follower.events_connected:
+            return
+        engine = self.ctx.engine
+        batch_ids = await self.ctx.db.run(moves.abandoned_batches, engine, self.ctx.backend)
+        if not batch_ids:
+            return
+        try:
+            canceled = await self.ctx.client.queue_repo.acancel_by_batch_ids(batch_ids)
+        except InvokeAIError:
+            return  # next round
+        logger.info("canceled %d items of %d abandoned batches", canceled, len(batch_ids))
+        await self.ctx.db.run(moves.forget_abandoned, engine, batch_ids)
+
     async def resolve_leftovers(self) -> None:
-        """Settle every claim not being sent by this process right now."""
+        """Settle every claim not being sent by this process right now (and cancel what was
+        abandoned here)."""
+        await self.cancel_abandoned()
         for run in await self.ctx.db.run(claims.list_submitting, self.ctx.engine, self.ctx.owner):
             if not self.ctx.registry.enqueueing(run.id):
                 await self.resolve_submitting(run)

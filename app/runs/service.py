@@ -47,6 +47,7 @@ from app.runs.enqueue import build_body
 from app.runs.inputs import apply_inputs
 from app.runs.lanes import Lane, lane_named, place
 from app.runs.registry import InFlight
+from app.runs.rescue import Rescue
 from app.runs.transition import Transitions
 from app.streaming.broker import EventBroker
 from app.streaming.previews import PreviewHub, previews_of
@@ -105,17 +106,24 @@ class RunService:
         self.settings = settings
         self.transitions = Transitions(engine=engine, db=db, broker=broker)
         previews = previews_of(broker)
+        clients = tuple(client for _, client in backends)
         self.lanes = [
-            Lane(spec, self._context(client, previews, spec.name, first=i == 0))
+            Lane(spec, self._context(client, previews, spec.name, i == 0, clients))
             for i, (spec, client) in enumerate(backends)
         ]
+        self.rescue = Rescue(self)
 
     def _context(
-        self, client: InvokeAIClient, previews: PreviewHub, name: str, *, first: bool
+        self,
+        client: InvokeAIClient,
+        previews: PreviewHub,
+        name: str,
+        first: bool,
+        clients: tuple[InvokeAIClient, ...],
     ) -> RunContext:
-        t = self.transitions
+        registry, t = InFlight(), self.transitions
         return RunContext(
-            self.engine, self.db, client, t, InFlight(), self.settings, previews, name, first
+            self.engine, self.db, client, t, registry, self.settings, previews, name, first, clients
         )
 
     @property
@@ -138,6 +146,8 @@ class RunService:
         every server."""
         for lane in self.lanes:
             await lane.start()
+        if len(self.lanes) > 1:
+            self.lanes[0].follower.spawn(self.rescue.run_forever())
 
     async def stop(self) -> None:
         """Let dispatches under way finish (briefly), then stop every task."""
@@ -207,8 +217,7 @@ class RunService:
         """Check the values, upload data URLs, and build the enqueue body (before any claim),
         for ``lane``'s server."""
         version_key = (sub.workflow.id, sub.workflow.version)
-        client = lane.ctx.client
-        others = [c for c in self.clients if c is not client]
+        client, others = lane.ctx.client, lane.ctx.others
         try:
             handle = await load_handle(client, sub.workflow.definition, version_key)
             recorded = await apply_inputs(client, handle, sub.inputs, others=others)
@@ -257,14 +266,22 @@ class RunService:
     async def wait(self, run_id: str, timeout: float) -> None:
         """Return when the run is terminal or ``timeout`` seconds passed (dispatch included)."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        for lane in self.lanes:  # the run is in flight on one of them, if any
+        deadline = loop.time() + timeout
+        while (lane := self._holding(run_id)) is not None:
+            registry = lane.ctx.registry
+            await registry.wait_enqueued(run_id, max(0.0, deadline - loop.time()))
+            await lane.follower.wait(run_id, max(0.0, deadline - loop.time()))
+            if loop.time() >= deadline:
+                return
+            # Ended here: finished, or moved to another server (then wait for it there).
+
+    def _holding(self, run_id: str) -> Lane | None:
+        """The lane sending or following the run in this process, if any."""
+        for lane in self.lanes:
             registry = lane.ctx.registry
             if registry.enqueueing(run_id) or registry.by_run(run_id) is not None:
-                await registry.wait_enqueued(run_id, timeout)
-                left = max(0.0, timeout - (loop.time() - start))
-                await lane.follower.wait(run_id, left)
-                return
+                return lane
+        return None
 
     async def cancel(self, run_id: str) -> Run:
         """Ask InvokeAI to cancel the run; a run already finished is returned unchanged."""

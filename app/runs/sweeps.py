@@ -155,8 +155,7 @@ class SweepService:
         """Every run with its checked values and body (uploads included) for ``lane``'s
         server, before any claim."""
         version_key = (req.workflow.id, req.workflow.version)
-        client = lane.ctx.client
-        others = [c for c in self.runs.clients if c is not client]
+        client, others = lane.ctx.client, lane.ctx.others
         try:
             handle = await load_handle(client, req.workflow.definition, version_key)
             fixed = await apply_inputs(client, handle, req.fixed, others=others)

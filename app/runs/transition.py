@@ -83,18 +83,22 @@ class Change:
     # The run's own webhook (url, events), when the caller knows it: an event no target
     # wants is then stored without reading the run (most node events of most runs).
     webhook: tuple[str | None, list[str] | None] | None = None
+    # The batch the change is about, when the run must still be in it: a run moved to another
+    # InvokeAI server (``app.runs.rescue``) has a new one, and its old item no longer counts.
+    batch_id: str | None = None
 
 
-# Statements by (guard, columns set), built once: a submission runs one of them.
-_STATEMENTS: dict[tuple[Guard, tuple[str, ...]], Update] = {}
+# Statements by (guard, columns set, batch checked), built once: a submission runs one.
+_STATEMENTS: dict[tuple[Guard, tuple[str, ...], bool], Update] = {}
 
 
-def _statement(guard: Guard, columns: tuple[str, ...]) -> Update:
-    found = _STATEMENTS.get((guard, columns))
+def _statement(guard: Guard, columns: tuple[str, ...], same_batch: bool) -> Update:
+    found = _STATEMENTS.get((guard, columns, same_batch))
     if found is None:
-        found = _STATEMENTS[(guard, columns)] = (
+        batch = [_RUNS.c.batch_id == bindparam("guard_batch_id")] if same_batch else []
+        found = _STATEMENTS[(guard, columns, same_batch)] = (
             update(_RUNS)
-            .where(_RUNS.c.id == bindparam("run_id"), *guard.clauses())
+            .where(_RUNS.c.id == bindparam("run_id"), *guard.clauses(), *batch)
             .values({name: bindparam(f"new_{name}") for name in columns})
         )
     return found
@@ -103,8 +107,11 @@ def _statement(guard: Guard, columns: tuple[str, ...]) -> Update:
 def _update(connection: Connection, change: Change) -> bool:
     if change.guard is Guard.NONE or not change.columns:
         return True
-    statement = _statement(change.guard, tuple(change.columns))
+    same_batch = change.batch_id is not None
+    statement = _statement(change.guard, tuple(change.columns), same_batch)
     params = {"run_id": change.run_id} | {f"new_{k}": v for k, v in change.columns.items()}
+    if same_batch:
+        params["guard_batch_id"] = change.batch_id
     return bool(getattr(connection.execute(statement, params), "rowcount", 0))
 
 

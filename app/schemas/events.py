@@ -76,6 +76,7 @@ class _Payload(BaseModel):
 class QueuedData(_Payload):
     item_id: int
     batch_id: str | None
+    backend: str | None = None  # several InvokeAI servers: the one that took it
     synthetic: bool = False
 
 

@@ -40,8 +40,7 @@ def make_settings(tmp_path: Path, invokeai_url: str, **extra: Any) -> Settings:
     return Settings(
         invokeai_url=invokeai_url,
         data_dir=tmp_path / "data",
-        reconcile_interval_seconds=1.0,
-        **extra,
+        **({"reconcile_interval_seconds": 1.0} | extra),
     )
 
 
