@@ -95,6 +95,20 @@ class Settings(BaseSettings):
             " at once)."
         ),
     )
+    cluster: bool = Field(
+        False,
+        validation_alias=_env("GATEWAY_CLUSTER"),
+        description=(
+            "Several gateway replicas share this (PostgreSQL) database: each InvokeAI server"
+            " is followed by one replica at a time, under a lease (see docs/scaling.md)."
+        ),
+    )
+    lease_seconds: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("GATEWAY_LEASE_SECONDS"),
+        description="With GATEWAY_CLUSTER: how long a replica's leases last unrenewed.",
+    )
     migrate_on_start: bool = Field(True, validation_alias=_env("GATEWAY_MIGRATE_ON_START"))
 
     # -- security, idempotency, deadlines, backpressure --------------------------------------
@@ -223,6 +237,10 @@ class Settings(BaseSettings):
     def _default_database(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'gateway.db'}"
+        if self.cluster and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "GATEWAY_CLUSTER needs a PostgreSQL GATEWAY_DATABASE_URL (replicas share it)"
+            )
         return self
 
     def ensure_data_dir(self) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -102,6 +102,9 @@ def alembic_config(url: str) -> Any:
 _REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([\w]+)['\"]?", re.M)
 
 
+MIGRATION_LOCK = 0x6761746577617931  # any constant the replicas share ("gatewy1")
+
+
 def head_revision() -> str:
     """The newest migration's revision, read from the migration files (Alembic's own answer
     costs its import and a scan, about a tenth of the gateway's start)."""
@@ -135,4 +138,23 @@ def run_migrations(url: str, revision: str = "head") -> None:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    if not url.startswith("postgresql"):
+        command.upgrade(alembic_config(url), revision)
+        return
+    # Replicas starting together on one PostgreSQL database: one migrates, the others wait
+    # for it (a session-level advisory lock), then find nothing left to do.
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
+            try:
+                config = alembic_config(url)
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                connection.commit()
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()

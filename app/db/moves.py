@@ -49,8 +49,8 @@ def move_run(
         if not getattr(moved, "rowcount", 0):
             session.rollback()
             return False
-        if abandon is not None:
-            batch_id, backend = abandon
+        if abandon is not None and session.get(AbandonedBatch, abandon[0]) is None:
+            batch_id, backend = abandon  # (a sweep's runs share one: remembered once)
             session.add(AbandonedBatch(batch_id=batch_id, backend=backend))
         session.commit()
     return True

@@ -13,10 +13,10 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert, or_
+from sqlalchemy import Table, insert, or_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
@@ -34,6 +34,7 @@ __all__ = [
     "StoredEvent",
     "add_attempt",
     "add_run_event_with_deliveries",
+    "claim_deliveries",
     "copy_delivery",
     "create_subscription",
     "delete_subscription",
@@ -328,6 +329,30 @@ def due_deliveries(
         query = query.where(col(WebhookDelivery.id).not_in(list(exclude)))
     query = query.order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.created_at))
     return session.exec(query.limit(limit)).all()
+
+
+def claim_deliveries(
+    *, session: Session, deliveries: Sequence[WebhookDelivery], seconds: float
+) -> list[WebhookDelivery]:
+    """The ``deliveries`` this caller won, each pushed ``seconds`` into the future: a
+    conditional UPDATE per row (still pending, still due when it was read), so of several
+    processes reading the same due rows exactly one attempts each."""
+    claimed = []
+    until = utcnow() + timedelta(seconds=seconds)
+    for delivery in deliveries:
+        won = session.execute(
+            update(WebhookDelivery)
+            .where(
+                col(WebhookDelivery.id) == delivery.id,
+                col(WebhookDelivery.status) == DeliveryStatus.pending.value,
+                col(WebhookDelivery.next_attempt_at) == delivery.next_attempt_at,
+            )
+            .values(next_attempt_at=until)
+        )
+        if getattr(won, "rowcount", 0):
+            claimed.append(delivery)
+    session.commit()
+    return claimed
 
 
 def add_attempt(

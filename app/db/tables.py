@@ -173,6 +173,19 @@ class AbandonedBatch(SQLModel, table=True):
     created_at: datetime = _time(nullable=False)
 
 
+class Lease(SQLModel, table=True):
+    """Who does a cluster-wide job (``GATEWAY_CLUSTER``), until when: following one InvokeAI
+    server (``name`` is the server's), or moving runs off lost servers. The holder renews it
+    well before ``expires_at``; another replica takes it over once it expired (its holder
+    died). It also tells the other replicas how the job goes (``healthy``, ``unfinished``)."""
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime = _time(nullable=False)
+    healthy: bool = False  # the server's events are followed by the holder
+    unfinished: int = 0  # runs the holder is sending or following there
+
+
 class Sweep(SQLModel, table=True):
     """Runs asked for in one request (the API's *batch*), each a ``Run`` with its place.
 

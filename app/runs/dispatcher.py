@@ -92,7 +92,17 @@ def queued_change(run: Run, item_id: int, *, synthetic: bool = False) -> Change:
     if synthetic:
         data["synthetic"] = True  # found on InvokeAI's queue, not answered by the enqueue
     row = run.model_dump() | columns
-    return Change(run.id, run.workflow_id, RunEventType.run_queued, data, columns, guard, row)
+    # Guarded by its batch too: a run moved to another server meanwhile is not this item's.
+    return Change(
+        run.id,
+        run.workflow_id,
+        RunEventType.run_queued,
+        data,
+        columns,
+        guard,
+        row,
+        batch_id=run.batch_id,
+    )
 
 
 def closing_change(run: Run, status: RunStatus, error: dict[str, Any] | None) -> Change:
@@ -100,7 +110,9 @@ def closing_change(run: Run, status: RunStatus, error: dict[str, Any] | None) ->
     columns: dict[str, Any] = {"status": status.value, "finished_at": utcnow(), "error": error}
     data: dict[str, Any] = {"synthetic": True} | ({"error": error} if error else {})
     event = RunEventType(f"run.{status.value}")
-    return Change(run.id, run.workflow_id, event, data, columns, Guard.PENDING)
+    return Change(
+        run.id, run.workflow_id, event, data, columns, Guard.PENDING, batch_id=run.batch_id
+    )
 
 
 class Dispatcher:

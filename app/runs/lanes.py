@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from app.backends.spec import BackendSpec
 from app.core.errors import InputInvalid, InvokeAIUnavailable
+from app.db.tables import Lease, utcnow
 from app.runs.context import RunContext
 from app.runs.deadlines import Deadlines
 from app.runs.dispatcher import Dispatcher
 from app.runs.follower import Follower
 from app.runs.inputs import Unplaceable
 from app.runs.reconciler import Reconciler
+from app.runs.registry import InFlight
 
 __all__ = ["Lane", "lane_named", "place", "placement_order"]
 
@@ -33,16 +36,27 @@ T = TypeVar("T")
 
 
 class Lane:
-    """One InvokeAI server's follower, dispatcher, reconciler and deadline checks."""
+    """One InvokeAI server's follower, dispatcher, reconciler and deadline checks.
 
-    def __init__(self, spec: BackendSpec, ctx: RunContext) -> None:
+    With one gateway process, every lane is *active* from the start. With several replicas on
+    one database (``GATEWAY_CLUSTER``), a lane is active only in the replica holding its lease
+    (``app.cluster``); elsewhere it only places runs, from what the holder last wrote in the
+    lease (``remote``).
+    """
+
+    def __init__(self, spec: BackendSpec, ctx: RunContext, *, active: bool = True) -> None:
         self.spec = spec
+        self.active = active
+        self.remote: Lease | None = None  # the holder's report, while another replica holds it
+        self._placing = 0  # runs placed here whose dispatch has not begun yet
+        self._build(ctx)
+
+    def _build(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.follower = Follower(ctx)
         self.dispatcher = Dispatcher(ctx, self.follower)
         self.reconciler = Reconciler(ctx, self.follower, self.dispatcher)
         self.deadlines = Deadlines(ctx, self.follower)
-        self._placing = 0  # runs placed here whose dispatch has not begun yet
 
     @property
     def name(self) -> str:
@@ -50,12 +64,18 @@ class Lane:
 
     @property
     def healthy(self) -> bool:
-        """Whether this server's events are followed right now (it answers)."""
-        return self.follower.events_connected
+        """Whether this server's events are followed right now (here, or by the replica
+        holding its lease, as of its last renewal)."""
+        if self.active:
+            return self.follower.events_connected
+        remote = self.remote
+        return remote is not None and remote.healthy and remote.expires_at > utcnow()
 
     def unfinished(self) -> int:
-        """Runs of this lane being placed, sent or followed by this process."""
-        return self._placing + self.ctx.registry.in_flight()
+        """Runs of this lane being placed, sent or followed (by its holder, when remote)."""
+        if self.active:
+            return self._placing + self.ctx.registry.in_flight()
+        return self._placing + (self.remote.unfinished if self.remote is not None else 0)
 
     def load(self) -> float:
         """Unfinished runs per unit of weight: the lane with the least gets the next run."""
@@ -74,14 +94,22 @@ class Lane:
     async def start(self) -> None:
         """Follow this server's unfinished runs, settle its leftover claims, and check its
         deadlines."""
+        self.active = True
         await self.follower.start()
         self.follower.spawn(self.reconciler.run_forever())
         self.follower.spawn(self.deadlines.run_forever())
 
     async def stop(self) -> None:
         """Let dispatches under way finish (briefly), then stop every task."""
+        self.active = False
         await self.dispatcher.stop()
         await self.follower.stop()
+
+    async def restart(self) -> None:
+        """Start again from what is stored (a lease taken again): fresh collaborators, so
+        nothing of an earlier holding lingers."""
+        self._build(replace(self.ctx, registry=InFlight()))
+        await self.start()
 
 
 def placement_order(lanes: Sequence[Lane]) -> list[Lane]:

@@ -55,14 +55,22 @@ class Reconciler:
         self.follower = follower
         self.dispatcher = dispatcher
         self._born = utcnow()
+        self._kicked = asyncio.Event()
         follower.connected_hooks.append(self.cancel_abandoned)
 
     async def run_forever(self) -> None:
-        """Settle leftover claims now and every reconcile interval."""
+        """Settle leftover claims now, every reconcile interval, and when kicked."""
         while True:
             with contextlib.suppress(Exception):
                 await self.resolve_leftovers()
-            await asyncio.sleep(self.ctx.settings.reconcile_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                interval = self.ctx.settings.reconcile_interval_seconds
+                await asyncio.wait_for(self._kicked.wait(), interval)
+            self._kicked.clear()
+
+    def kick(self) -> None:
+        """A round now (another replica accepted a run for this server: send it)."""
+        self._kicked.set()
 
     async def cancel_abandoned(self) -> None:
         """Cancel the batches this server held for runs moved to another while it did not

@@ -7,9 +7,11 @@ the first round that saw it so. Its runs move to a healthy server that has what 
 * at once, the runs it never got (pending, and no enqueue of theirs whose answer was lost);
 * after ``GATEWAY_BACKEND_GRACE`` seconds down, the runs on its queue. InvokeAI's queue is
   durable, so a server that comes back soon runs them itself; past the grace they are sent
-  again elsewhere under a new batch id, and the old batch is remembered as *abandoned*, to
-  be canceled by that server's reconciler when it answers again: a run never yields two
-  results.
+  again elsewhere.
+
+A moved run gets a new batch id, and its old batch is remembered as *abandoned*, to be
+canceled by that server's reconciler when it answers again: a run never yields two results.
+In a cluster one replica does this (the holder of the ``~rescue`` lease).
 
 A moved run is pending on its new server, then ``run.queued`` again there (with
 ``backend``). A run that cannot be built elsewhere (an image uploaded to the lost server, a
@@ -60,6 +62,10 @@ class Rescue:
 
     async def round(self) -> None:
         """Note which servers are down; move what may move off each."""
+        cluster = self.service.cluster
+        if cluster is not None and not cluster.holds_rescue:
+            self._down_since.clear()  # another replica does it
+            return
         now = time.monotonic()
         for lane in self.service.lanes:
             if lane.healthy:
@@ -80,9 +86,10 @@ class Rescue:
 
     async def _move(self, run: Run, old: Lane) -> None:
         """Send ``run`` to the first healthy server that can build it (none: it stays)."""
+        # Its old batch is canceled there when the server answers again, even when it was
+        # surely never sent (a no-op then): another replica's lost enqueue answer is not
+        # known here.
         old_batch = run.batch_id
-        sent = run.item_id is not None or run.id in old.ctx.registry.maybe_sent
-        abandon = old_batch if sent else None
         others = [lane for lane in self.service.lanes if lane is not old and lane.healthy]
         for new in placement_order(others):
             run.batch_id = str(uuid.uuid4())
@@ -90,7 +97,7 @@ class Rescue:
                 prepared = await new.dispatcher.prepare(run)
             except (GatewayError, InvokeAIError):
                 continue  # it cannot run there: the next one
-            await self._commit_move(run, old, new, prepared, abandon)
+            await self._commit_move(run, old, new, prepared, old_batch)
             return
         run.batch_id = old_batch
 

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from app.backends.spec import BackendSpec
+from app.cluster.coordinator import Cluster
 from app.core.config import Settings
 from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
 from app.db import claims, queries
@@ -58,6 +59,7 @@ from invokeai_py_client.exceptions import APIConnectionError
 __all__ = ["IdempotencyConflict", "RunService", "Submission", "TooManyRuns"]
 
 CANCEL_WAIT_SECONDS = 5.0
+STORED_POLL_SECONDS = 0.1
 CLAIM_ATTEMPTS = 5
 
 
@@ -104,14 +106,21 @@ class RunService:
         self.engine = engine
         self.db = db
         self.settings = settings
-        self.transitions = Transitions(engine=engine, db=db, broker=broker)
+        clustered = settings.cluster
+        self.transitions = Transitions(engine=engine, db=db, broker=broker, clustered=clustered)
         previews = previews_of(broker)
         clients = tuple(client for _, client in backends)
         self.lanes = [
-            Lane(spec, self._context(client, previews, spec.name, i == 0, clients))
+            Lane(
+                spec,
+                self._context(client, previews, spec.name, i == 0, clients),
+                active=not clustered,  # in a cluster: once this replica holds its lease
+            )
             for i, (spec, client) in enumerate(backends)
         ]
         self.rescue = Rescue(self)
+        self.cluster = Cluster(self, broker) if clustered else None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _context(
         self,
@@ -144,14 +153,24 @@ class RunService:
     async def start(self) -> None:
         """Follow unfinished runs, settle leftover claims, and start the deadline checks, on
         every server."""
-        for lane in self.lanes:
-            await lane.start()
+        if self.cluster is not None:
+            await self.cluster.start()  # each lane starts once its lease is held
+        else:
+            for lane in self.lanes:
+                await lane.start()
         if len(self.lanes) > 1:
-            self.lanes[0].follower.spawn(self.rescue.run_forever())
+            task = asyncio.create_task(self.rescue.run_forever())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Let dispatches under way finish (briefly), then stop every task."""
-        await asyncio.gather(*(lane.stop() for lane in self.lanes))
+        for task in list(self._tasks):
+            task.cancel()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        else:
+            await asyncio.gather(*(lane.stop() for lane in self.lanes))
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -176,7 +195,9 @@ class RunService:
         run.inputs = prepared.recorded_inputs
         run.backend = self.backend_of(lane)
         # Followed events mean InvokeAI answers: accept now, enqueue in the background.
-        pending = lane.follower.events_connected
+        pending = lane.healthy
+        if not lane.active and not pending:  # followed by another replica, and down
+            raise InvokeAIUnavailable(f"InvokeAI server {lane.name} is unreachable")
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
             cap = self.settings.max_unfinished_runs
@@ -184,8 +205,12 @@ class RunService:
             if claim is Claim.FULL:
                 raise self.too_many()
             if claim is Claim.CLAIMED:
-                if pending:
+                if pending and lane.active:
                     lane.dispatcher.dispatch(run, prepared)
+                    return run, False
+                if pending:
+                    assert self.cluster is not None
+                    self.cluster.wake(lane)  # the replica following it sends it
                     return run, False
                 return await lane.dispatcher.enqueue_claimed(run, prepared), False
             assert sub.key is not None  # only the key is unique among the claim's columns
@@ -274,6 +299,18 @@ class RunService:
             if loop.time() >= deadline:
                 return
             # Ended here: finished, or moved to another server (then wait for it there).
+        if self.cluster is not None:  # another replica may follow it: watch its row
+            await self._stored_end(run_id, max(0.0, deadline - loop.time()))
+
+    async def _stored_end(self, run_id: str, timeout: float) -> None:
+        """Return once the stored run is terminal, or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            run = await self.db.run(queries.find_run, self.engine, run_id)
+            if run is None or (run.status != SUBMITTING and RunStatus(run.status).terminal):
+                return
+            await asyncio.sleep(STORED_POLL_SECONDS)
 
     def _holding(self, run_id: str) -> Lane | None:
         """The lane sending or following the run in this process, if any."""
@@ -295,7 +332,10 @@ class RunService:
             await lane.ctx.client.queue_repo.acancel_item(run.item_id)
         except APIConnectionError as exc:
             raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
-        await lane.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
+        if lane.active:
+            await lane.follower.recheck(run_id, CANCEL_WAIT_SECONDS)
+        else:  # the replica following the server records the end
+            await self._stored_end(run_id, CANCEL_WAIT_SECONDS)
         return await self.load(run_id)
 
     async def load(self, run_id: str) -> Run:

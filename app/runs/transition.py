@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, Update, bindparam, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from app.db.claims import SUBMITTING
@@ -115,12 +115,19 @@ def _update(connection: Connection, change: Change) -> bool:
     return bool(getattr(connection.execute(statement, params), "rowcount", 0))
 
 
-def commit_change(engine: Engine, change: Change) -> StoredEvent | None:
-    """Apply ``change`` in one transaction; None when the guard did not hold (nothing written)."""
+# A cluster's replicas learn of each stored event from this, sent on commit (app.cluster).
+_NOTIFY_EVENTS = text("SELECT pg_notify('gateway_events', '')")
+
+
+def commit_change(engine: Engine, change: Change, notify: bool = False) -> StoredEvent | None:
+    """Apply ``change`` in one transaction; None when the guard did not hold (nothing written).
+    ``notify``: tell the other replicas of a cluster (PostgreSQL) when it commits."""
     with engine.connect() as connection:
         if not _update(connection, change):
             connection.rollback()
             return None
+        if notify:
+            connection.execute(_NOTIFY_EVENTS)
         row = add_run_event_with_deliveries(
             connection=connection,
             run_id=change.run_id,
@@ -137,16 +144,23 @@ def commit_change(engine: Engine, change: Change) -> StoredEvent | None:
 
 
 class Transitions:
-    """Commits run changes (``commit_change``) and publishes their events to live readers."""
+    """Commits run changes (``commit_change``) and publishes their events to live readers.
 
-    def __init__(self, *, engine: Engine, db: DatabaseThread, broker: EventBroker) -> None:
+    In a cluster (``clustered``), events are not published here: every replica's event tail
+    publishes them from the database, in id order (``app.cluster.tail``).
+    """
+
+    def __init__(
+        self, *, engine: Engine, db: DatabaseThread, broker: EventBroker, clustered: bool = False
+    ) -> None:
         self.engine = engine
         self.db = db
         self.broker = broker
+        self.clustered = clustered
 
     async def apply(self, change: Change) -> StoredEvent | None:
         """Commit ``change``, then publish its event; None when its guard did not hold."""
-        row = await self.db.run(commit_change, self.engine, change)
-        if row is not None:
+        row = await self.db.run(commit_change, self.engine, change, self.clustered)
+        if row is not None and not self.clustered:
             await self.broker.publish(row.as_event())
         return row

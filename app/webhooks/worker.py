@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 SECRET_FILE = "webhook-secret"
 POLL_SECONDS = 0.5  # the longest a new delivery waits before its first attempt
 BATCH = 50
+CLAIM_MARGIN_SECONDS = 30.0  # beyond an attempt's timeout, before a claimed delivery is due again
 CONCURRENCY = 16  # attempts sent at once
 MAX_IN_FLIGHT = 4 * CONCURRENCY  # deliveries taken from the outbox at once (bounded memory)
 MAX_ERROR_CHARS = 500
@@ -148,7 +149,10 @@ class WebhookWorker:
         if room <= 0:
             return  # a finishing attempt wakes the loop
         exclude = list(self._in_flight)
-        due = await self.db.run(_due, self.engine, exclude, room)
+        # Claimed for as long as an attempt may take (then due again if this process died
+        # sending it): with several processes on one database, each attempt is made once.
+        lease = self.settings.webhook_timeout_seconds + CLAIM_MARGIN_SECONDS
+        due = await self.db.run(_due, self.engine, exclude, room, lease)
         for delivery in due:
             self._in_flight.add(delivery.id)
             task = asyncio.create_task(self._send_guarded(delivery))
@@ -255,11 +259,12 @@ class _Attempt:
     delivered: bool
 
 
-def _due(engine: Engine, exclude: list[str], limit: int) -> list[WebhookDelivery]:
+def _due(
+    engine: Engine, exclude: list[str], limit: int, lease_seconds: float
+) -> list[WebhookDelivery]:
     with Session(engine, expire_on_commit=False) as session:
-        return list(
-            outbox.due_deliveries(session=session, now=utcnow(), exclude=exclude, limit=limit)
-        )
+        due = outbox.due_deliveries(session=session, now=utcnow(), exclude=exclude, limit=limit)
+        return outbox.claim_deliveries(session=session, deliveries=due, seconds=lease_seconds)
 
 
 def _record_attempt(engine: Engine, delivery_id: str, attempt: _Attempt) -> None:

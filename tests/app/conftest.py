@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from app.main import create_app
 from app.runs.enqueue import Enqueued, build_body, send_body
 from invokeai_py_client import WorkflowHandle
 from tests.app.live_server import serve
+from tests.support import invokeai_server
 from tests.support.postgres_server import PostgresServer
 
 TIMEOUT = httpx.Timeout(30.0)
@@ -42,6 +44,17 @@ def make_settings(tmp_path: Path, invokeai_url: str, **extra: Any) -> Settings:
         data_dir=tmp_path / "data",
         **({"reconcile_interval_seconds": 1.0} | extra),
     )
+
+
+@pytest.fixture(scope="session")
+def second_invokeai() -> Iterator[str]:
+    """A second real InvokeAI (its own root folder), for the tests of several servers."""
+    server = invokeai_server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,24 +27,13 @@ from invokeai_py_client import InvokeAIClient, IvkDnnModel
 from tests.app.conftest import TIMEOUT, load_json, make_settings, register, run_if, wait_until
 from tests.app.live_server import free_port, serve
 from tests.conftest import install_tiny
-from tests.support import invokeai_server, tiny_models
+from tests.support import tiny_models
 
 pytestmark = pytest.mark.invokeai
 
 DONE = {"succeeded", "failed", "canceled"}
 # noise_on_blank_canvas: 0 width, 1 height, 3 seed
 NOISE = "noise_on_blank_canvas.json"
-
-
-@pytest.fixture(scope="module")
-def second_invokeai() -> Iterator[str]:
-    """A second real InvokeAI, for this module only (its own root folder)."""
-    server = invokeai_server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture

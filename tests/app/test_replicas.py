@@ -1,0 +1,221 @@
+"""Two gateway replicas on one PostgreSQL database, in front of two real InvokeAI servers.
+
+Both replicas are real processes (``python -m app serve`` with ``GATEWAY_CLUSTER=1``).
+Runs are submitted to both in turn; each is sent once, to one server, and each of its
+events reaches an SSE reader on the other replica, in order; each webhook delivery is made
+once. Then the replica following the servers is SIGKILLed mid-run: the other takes its
+leases over and every run still ends, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from sqlalchemy import create_engine, text
+
+from invokeai_py_client import InvokeAIClient
+from invokeai_py_client.webhooks import generate_secret
+from tests.app.conftest import TIMEOUT, load_json, wait_until
+from tests.app.live_server import free_port, gateway_process, gateway_up
+from tests.support.postgres_server import PostgresServer
+from tests.support.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.invokeai
+
+DONE = {"succeeded", "failed", "canceled"}
+NOISE = "noise_on_blank_canvas.json"  # 0 width, 1 height, 3 seed
+RUNS = 200
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> str:
+    return postgres.fresh_database()
+
+
+@contextlib.contextmanager
+def _replica(
+    tmp_path: Path, name: str, servers: str, database: str, secret: str
+) -> Iterator[tuple[str, Any]]:
+    port = free_port()
+    env = {
+        "GATEWAY_CLUSTER": "1",
+        "GATEWAY_DATABASE_URL": database,
+        "GATEWAY_LEASE_SECONDS": "3",
+        "GATEWAY_RECONCILE_INTERVAL": "0.5",
+        "GATEWAY_MAX_UNFINISHED_RUNS": "2000",
+        "GATEWAY_WEBHOOK_SECRET": secret,
+        "GATEWAY_WEBHOOK_ALLOW_PRIVATE": "1",
+    }
+    with gateway_process(tmp_path / name, servers, port, **env) as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+@contextlib.asynccontextmanager
+async def _clients(*urls: str) -> AsyncIterator[list[httpx.AsyncClient]]:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=TIMEOUT))
+            for url in urls
+        ]
+        for http in clients:
+            await wait_until(lambda http=http: gateway_up(http), timeout=60)
+        yield clients
+
+
+async def _both_followed(http: httpx.AsyncClient) -> bool:
+    listed = (await http.get("/backends")).json()["data"]
+    return all(b["healthy"] for b in listed)
+
+
+async def _collect(http: httpx.AsyncClient, into: list[dict[str, Any]]) -> None:
+    async with aconnect_sse(http, "GET", "/events") as source:
+        async for sse in source.aiter_sse():
+            if sse.event.startswith(("run.", "node.")):
+                into.append({"id": int(sse.id)} | json.loads(sse.data))
+
+
+async def _submit(http: httpx.AsyncClient, workflow_id: str, inputs: dict[str, Any]) -> str:
+    response = await http.post(f"/workflows/{workflow_id}/runs", json={"inputs": inputs})
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+async def _all_done(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]] | None:
+    runs = []
+    for run_id in ids:
+        run = (await http.get(f"/runs/{run_id}")).json()
+        if run["status"] not in DONE:
+            return None
+        runs.append(run)
+    return runs
+
+
+def _stored_events(database: str) -> dict[str, list[tuple[int, str]]]:
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, run_id, event_type FROM runevent ORDER BY id"))
+        by_run: dict[str, list[tuple[int, str]]] = {}
+        for event_id, run_id, event_type in rows:
+            by_run.setdefault(run_id, []).append((event_id, event_type))
+    engine.dispose()
+    return by_run
+
+
+async def _items_per_batch(urls: dict[str, str], runs: list[dict[str, Any]]) -> list[int]:
+    counts = []
+    for name, url in urls.items():
+        async with InvokeAIClient.from_url(url) as direct:
+            for run in runs:
+                if run["backend"] == name:
+                    counts.append(len(await direct.queue_repo.aget_items_by_batch(run["batch_id"])))
+    return counts
+
+
+async def test_two_replicas_send_each_run_once_and_share_its_events(
+    tmp_path: Path,
+    invokeai_url: str,
+    second_invokeai: str,
+    database: str,
+    workflows_dir: Path,
+) -> None:
+    servers = f"a={invokeai_url},b={second_invokeai}"
+    secret = generate_secret()
+    with (
+        WebhookReceiver(secrets=[secret]) as receiver,
+        _replica(tmp_path, "one", servers, database, secret) as (url_a, _),
+        _replica(tmp_path, "two", servers, database, secret) as (url_b, _),
+    ):
+        async with _clients(url_a, url_b) as (one, two):
+            await wait_until(lambda: _both_followed(one), timeout=30)
+            await wait_until(lambda: _both_followed(two), timeout=30)
+            hook = {"url": receiver.url, "event_types": ["completed"]}
+            assert (await one.post("/webhooks", json=hook)).status_code == 201
+            workflow = (await one.post("/workflows", json=load_json(workflows_dir / NOISE))).json()
+            seen_on_two: list[dict[str, Any]] = []
+            reader = asyncio.create_task(_collect(two, seen_on_two))
+            await asyncio.sleep(0.5)  # the stream is open
+
+            ids: list[str] = []
+            via_one: list[str] = []
+            for start in range(0, RUNS, 20):  # round-robin, 20 at a time
+                chunk = range(start, start + 20)
+                submitted = await asyncio.gather(
+                    *(
+                        _submit(one if i % 2 == 0 else two, workflow["id"], {"0": 32, "3": i})
+                        for i in chunk
+                    )
+                )
+                ids += submitted
+                via_one += [
+                    run_id for i, run_id in zip(chunk, submitted, strict=True) if i % 2 == 0
+                ]
+            runs = await wait_until(lambda: _all_done(one, ids), timeout=300, interval=1.0)
+            await wait_until(lambda: len(receiver.snapshot()) >= RUNS, timeout=60)
+            await asyncio.sleep(1.0)  # anything late (a second delivery) would show now
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    assert {r["status"] for r in runs} == {"succeeded"}, [r["error"] for r in runs]
+    spread = {name: sum(r["backend"] == name for r in runs) for name in ("a", "b")}
+    assert spread["a"] > 0 and spread["b"] > 0, spread
+    # Sent once: one queue item per run's batch, and one end per run.
+    counts = await _items_per_batch({"a": invokeai_url, "b": second_invokeai}, runs)
+    assert counts == [1] * RUNS
+    stored = _stored_events(database)
+    for run_id in ids:
+        kinds = [kind for _, kind in stored[run_id]]
+        assert kinds.count("run.queued") == 1 and kinds.count("run.succeeded") == 1, kinds
+    # Each delivery made once (each is its own webhook-id), all signed alike.
+    received = receiver.snapshot()
+    assert len(received) == RUNS and all(r.verified for r in received)
+    assert len({r.headers["webhook-id"] for r in received}) == RUNS
+    # The reader on replica two saw every event of the runs sent to replica one, in order.
+    for run_id in via_one:
+        live = [(e["id"], e["event"]) for e in seen_on_two if e["run_id"] == run_id]
+        assert live == stored[run_id], run_id
+
+
+async def test_a_replica_killed_mid_run_loses_no_run(
+    tmp_path: Path,
+    invokeai_url: str,
+    second_invokeai: str,
+    database: str,
+    workflows_dir: Path,
+) -> None:
+    servers = f"a={invokeai_url},b={second_invokeai}"
+    secret = generate_secret()
+    with _replica(tmp_path, "one", servers, database, secret) as (url_a, first):
+        async with _clients(url_a) as (one,):
+            await wait_until(lambda: _both_followed(one), timeout=30)  # one holds both
+        with _replica(tmp_path, "two", servers, database, secret) as (url_b, _):
+            async with _clients(url_a, url_b) as (one, two):
+                workflow = (
+                    await one.post("/workflows", json=load_json(workflows_dir / NOISE))
+                ).json()
+                big = {"0": 1024, "1": 1024}
+                ids = [
+                    await _submit(one if i % 2 == 0 else two, workflow["id"], big | {"3": i})
+                    for i in range(16)
+                ]
+                first.kill()  # SIGKILL the replica following both servers, mid-run
+                more = [await _submit(two, workflow["id"], big | {"3": 100 + i}) for i in range(4)]
+                runs = await wait_until(
+                    lambda: _all_done(two, ids + more), timeout=300, interval=1.0
+                )
+    assert [r["status"] for r in runs] == ["succeeded"] * 20, [r["error"] for r in runs]
+    counts = await _items_per_batch({"a": invokeai_url, "b": second_invokeai}, runs)
+    assert counts == [1] * 20  # none sent twice
+    stored = _stored_events(database)
+    for run in runs:
+        kinds = [kind for _, kind in stored[run["id"]]]
+        assert kinds.count("run.succeeded") == 1, kinds
