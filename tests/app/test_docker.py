@@ -252,3 +252,44 @@ def test_invokeai_is_published_on_loopback_only(publish_port: str | None) -> Non
         assert str(port["published"]) == (publish_port or "9090")
     # The gateway reaches InvokeAI over the compose network, by service name.
     assert services["gateway"]["environment"]["INVOKEAI_URL"] == "http://invokeai:9090"
+
+
+CLUSTER = ROOT / "docker-compose.cluster.yml"
+CLUSTER_ENV = {
+    "GATEWAY_API_KEYS": "key-one",
+    "GATEWAY_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "POSTGRES_PASSWORD": "secret",
+}
+
+
+def test_cluster_compose_is_postgres_two_invokeai_two_replicas_and_a_balancer() -> None:
+    services = yaml.safe_load(CLUSTER.read_text())["services"]
+    assert {"postgres", "invokeai-1", "invokeai-2", "gateway-1", "gateway-2", "balancer"} <= set(
+        services
+    )
+    for name in ("gateway-1", "gateway-2"):
+        env = services[name]["environment"]
+        assert env["GATEWAY_CLUSTER"] == "true"
+        assert env["GATEWAY_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert env["INVOKEAI_URL"] == "gpu1=http://invokeai-1:9090,gpu2=http://invokeai-2:9090"
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
+    balancer = services["balancer"]
+    assert {"gateway-1:8080", "gateway-2:8080"} <= set(balancer["command"])
+    for name in services:
+        assert "healthcheck" in services[name], name
+
+
+def test_docker_compose_config_accepts_the_cluster_file() -> None:
+    cli = _compose_cli()
+    assert cli is not None
+    result = subprocess.run(
+        [*cli, "-f", str(CLUSTER), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **CLUSTER_ENV},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "missing a value" not in result.stderr, result.stderr
