@@ -144,8 +144,9 @@ async def place(lanes: Sequence[Lane], attempt: Callable[[Lane], Awaitable[T]]) 
 
 
 async def _await_events(lanes: Sequence[Lane]) -> None:
-    for lane in lanes:  # at start only: each waits briefly, once
-        await lane.follower.await_events()
+    for lane in lanes:  # at start only: each waits briefly, once (not for another replica's)
+        if lane.active:
+            await lane.follower.await_events()
 
 
 def _nowhere(exc: Unplaceable, names: list[str]) -> InputInvalid:
