@@ -161,7 +161,8 @@ EVENT_SPECS: dict[RunEventType, EventSpec] = {
     RunEventType.run_queued: EventSpec(
         QueuedData,
         "InvokeAI took the run (the 202 can come before it: the run's `item_id` is `null` "
-        "until then)",
+        "until then); with several InvokeAI servers, `backend` names the one (a run moved "
+        "off a lost server is queued again on another)",
         webhook_name="queued",
     ),
     RunEventType.run_started: EventSpec(

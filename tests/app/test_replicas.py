@@ -120,6 +120,25 @@ async def _items_per_batch(urls: dict[str, str], runs: list[dict[str, Any]]) -> 
     return counts
 
 
+async def _one_key_and_one_deadline(
+    one: httpx.AsyncClient, two: httpx.AsyncClient, workflow_id: str
+) -> tuple[list[str], str]:
+    url = f"/workflows/{workflow_id}/runs"
+    body = {"inputs": {"0": 32, "3": 7}}
+    headers = {"Idempotency-Key": "same-key-both-replicas"}
+    answers = await asyncio.gather(
+        *(http.post(url, json=body, headers=headers) for http in (one, two, one, two))
+    )
+    assert all(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
+    slow = {"inputs": {"0": 4096, "1": 4096, "3": 8}}
+    late = await two.post(url, json=slow, headers={"Cancel-After": "1"})
+    assert late.status_code == 202, late.text
+    run_id: str = late.json()["id"]
+    await wait_until(lambda: _all_done(one, [run_id]), timeout=60)
+    await asyncio.sleep(2.0)  # a second firing, from the other replica, would show now
+    return [a.json()["id"] for a in answers], run_id
+
+
 async def test_two_replicas_send_each_run_once_and_share_its_events(
     tmp_path: Path,
     invokeai_url: str,
@@ -160,6 +179,7 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
                 ]
             runs = await wait_until(lambda: _all_done(one, ids), timeout=300, interval=1.0)
             await wait_until(lambda: len(receiver.snapshot()) >= RUNS, timeout=60)
+            keyed, deadline = await _one_key_and_one_deadline(one, two, workflow["id"])
             await asyncio.sleep(1.0)  # anything late (a second delivery) would show now
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,6 +199,11 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
     received = receiver.snapshot()
     assert len(received) == RUNS and all(r.verified for r in received)
     assert len({r.headers["webhook-id"] for r in received}) == RUNS
+    # One Idempotency-Key sent to both replicas at once: one run. A Cancel-After deadline
+    # set through either replica fires once.
+    assert len(set(keyed)) == 1
+    kinds = [kind for _, kind in stored[deadline]]
+    assert kinds[-1] == "run.canceled" and kinds.count("run.canceled") == 1, kinds
     # The reader on replica two saw every event of the runs sent to replica one, in order.
     for run_id in via_one:
         live = [(e["id"], e["event"]) for e in seen_on_two if e["run_id"] == run_id]
