@@ -67,17 +67,19 @@ class GatewayMetrics:
         )
         self.invokeai_up = Gauge(
             "gateway_invokeai_up",
-            "1 when InvokeAI answered its queue status at the last scrape, else 0.",
+            "1 when the InvokeAI server answered its queue status at the last scrape, else 0.",
+            ["backend"],
             registry=r,
         )
         self.invokeai_status_seconds = Gauge(
             "gateway_invokeai_status_seconds",
-            "How long InvokeAI took to answer its queue status at the last scrape.",
+            "How long the InvokeAI server took to answer its queue status at the last scrape.",
+            ["backend"],
             registry=r,
         )
         self.invokeai_queue = Gauge(
             "gateway_invokeai_queue_items",
-            "Items in InvokeAI's default queue at the last scrape, by status.",
-            ["status"],
+            "Items in the InvokeAI server's default queue at the last scrape, by status.",
+            ["backend", "status"],
             registry=r,
         )

@@ -12,13 +12,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
+from app.api.deps import run_service_of
 from app.metrics.backend import probe_invokeai
 from app.metrics.database import DatabaseCollector
 from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.registry import GatewayMetrics
 from app.metrics.runs import RunTimings
 from app.streaming.broker import EventBroker
-from invokeai_py_client import InvokeAIClient
 
 __all__ = ["install_metrics", "router", "start_metrics"]
 
@@ -38,8 +38,8 @@ def _metrics(request: Request) -> GatewayMetrics:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: HTTP, runs, webhooks, InvokeAI health and queue depth."""
     gathered = _metrics(request)
-    client: InvokeAIClient = request.app.state.client
-    await probe_invokeai(client, gathered)
+    lanes = run_service_of(request).lanes
+    await probe_invokeai([(lane.name, lane.ctx.client) for lane in lanes], gathered)
     # The database collector queries SQLite: a worker thread, not the event loop.
     body = await asyncio.to_thread(generate_latest, gathered.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -19,6 +19,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.config import Settings
 from app.main import create_app
@@ -213,6 +214,18 @@ async def test_a_server_that_does_not_answer_gets_no_run(
         assert not listed["dead"]["healthy"] and not listed["dead"]["reachable"]
         assert listed["dead"]["queue"] is None and listed["live"]["healthy"]
         assert (await http.get("/readyz")).status_code == 200  # one server is enough
+        samples = _samples((await http.get("/metrics")).text, "gateway_invokeai_up")
+        assert samples == {"dead": 0.0, "live": 1.0}
+
+
+def _samples(exposition: str, name: str) -> dict[str, float]:
+    """The ``backend`` label and value of each sample of ``name``."""
+    found = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name:
+                found[sample.labels["backend"]] = sample.value
+    return found
 
 
 def test_a_malformed_list_stops_the_gateway_naming_the_entry() -> None:
