@@ -71,6 +71,15 @@ class Lane:
         remote = self.remote
         return remote is not None and remote.healthy and remote.expires_at > utcnow()
 
+    @property
+    def known_down(self) -> bool:
+        """Whether the replica following this server says it is down, as of a lease still
+        running (with no such word, a run may wait for whoever follows it next)."""
+        remote = self.remote
+        if self.active or remote is None:
+            return False
+        return not remote.healthy and remote.expires_at > utcnow()
+
     def unfinished(self) -> int:
         """Runs of this lane being placed, sent or followed (by its holder, when remote)."""
         if self.active:

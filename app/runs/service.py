@@ -194,9 +194,11 @@ class RunService:
         prepared = await self._prepare(lane, run, sub)
         run.inputs = prepared.recorded_inputs
         run.backend = self.backend_of(lane)
-        # Followed events mean InvokeAI answers: accept now, enqueue in the background.
-        pending = lane.healthy
-        if not lane.active and not pending:  # followed by another replica, and down
+        # Followed events mean InvokeAI answers: accept now, enqueue in the background. A
+        # server another replica follows is sent its runs by that replica (or by whoever
+        # takes its lease over, when that replica is gone): accepted unless known down.
+        pending = lane.follower.events_connected if lane.active else not lane.known_down
+        if not lane.active and not pending:
             raise InvokeAIUnavailable(f"InvokeAI server {lane.name} is unreachable")
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):

@@ -3,8 +3,9 @@
 Both replicas are real processes (``python -m app serve`` with ``GATEWAY_CLUSTER=1``).
 Runs are submitted to both in turn; each is sent once, to one server, and each of its
 events reaches an SSE reader on the other replica, in order; each webhook delivery is made
-once. Then the replica following the servers is SIGKILLed mid-run: the other takes its
-leases over and every run still ends, once.
+once. Then the replica following the servers is SIGKILLed mid-run together with one of the
+servers: the other replica takes the leases over, moves the lost server's runs, and every run
+still ends, having run once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.webhooks import generate_secret
 from tests.app.conftest import TIMEOUT, load_json, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up
+from tests.support import invokeai_server
 from tests.support.postgres_server import PostgresServer
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -42,10 +45,10 @@ def database(postgres: PostgresServer) -> str:
 
 @contextlib.contextmanager
 def _replica(
-    tmp_path: Path, name: str, servers: str, database: str, secret: str
+    tmp_path: Path, name: str, servers: str, database: str, secret: str, **extra: str
 ) -> Iterator[tuple[str, Any]]:
     port = free_port()
-    env = {
+    env = extra | {
         "GATEWAY_CLUSTER": "1",
         "GATEWAY_DATABASE_URL": database,
         "GATEWAY_LEASE_SECONDS": "3",
@@ -212,37 +215,78 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
         assert live == stored[run_id], run_id
 
 
-async def test_a_replica_killed_mid_run_loses_no_run(
-    tmp_path: Path,
-    invokeai_url: str,
-    second_invokeai: str,
-    database: str,
-    workflows_dir: Path,
+async def test_a_replica_and_a_server_killed_mid_run_lose_no_run(
+    tmp_path: Path, invokeai_url: str, database: str, workflows_dir: Path
 ) -> None:
-    servers = f"a={invokeai_url},b={second_invokeai}"
+    """The replica following both servers and one server (its queue paused, so nothing of
+    it ran: whether a run that ended there unseen ran twice is not knowable) die together."""
+    root, port = tmp_path / "invokeai-root", free_port()
+    lost = invokeai_server.start(root=root, port=port, extra_config="node_cache_size: 0\n")
+    servers = f"a={invokeai_url},k={lost.url}"
     secret = generate_secret()
-    with _replica(tmp_path, "one", servers, database, secret) as (url_a, first):
-        async with _clients(url_a) as (one,):
-            await wait_until(lambda: _both_followed(one), timeout=30)  # one holds both
-        with _replica(tmp_path, "two", servers, database, secret) as (url_b, _):
-            async with _clients(url_a, url_b) as (one, two):
-                workflow = (
-                    await one.post("/workflows", json=load_json(workflows_dir / NOISE))
-                ).json()
-                big = {"0": 1024, "1": 1024}
-                ids = [
-                    await _submit(one if i % 2 == 0 else two, workflow["id"], big | {"3": i})
-                    for i in range(16)
-                ]
-                first.kill()  # SIGKILL the replica following both servers, mid-run
-                more = [await _submit(two, workflow["id"], big | {"3": 100 + i}) for i in range(4)]
-                runs = await wait_until(
-                    lambda: _all_done(two, ids + more), timeout=300, interval=1.0
-                )
-    assert [r["status"] for r in runs] == ["succeeded"] * 20, [r["error"] for r in runs]
-    counts = await _items_per_batch({"a": invokeai_url, "b": second_invokeai}, runs)
-    assert counts == [1] * 20  # none sent twice
-    stored = _stored_events(database)
-    for run in runs:
-        kinds = [kind for _, kind in stored[run["id"]]]
-        assert kinds.count("run.succeeded") == 1, kinds
+    extra = {"GATEWAY_BACKEND_GRACE": "2"}
+    try:
+        with _replica(tmp_path, "one", servers, database, secret, **extra) as (url_a, first):
+            async with _clients(url_a) as (one,):
+                await wait_until(lambda: _both_followed(one), timeout=30)  # one holds both
+            async with InvokeAIClient.from_url(lost.url) as direct:
+                await direct.queue_repo.apause_processor()  # k's runs wait on its queue
+            with _replica(tmp_path, "two", servers, database, secret, **extra) as (url_b, _):
+                async with _clients(url_a, url_b) as (one, two):
+                    workflow = (
+                        await one.post("/workflows", json=load_json(workflows_dir / NOISE))
+                    ).json()
+                    big = {"0": 1024, "1": 1024}
+                    ids = [
+                        await _submit(one if i % 2 == 0 else two, workflow["id"], big | {"3": i})
+                        for i in range(16)
+                    ]
+                    first.kill()  # SIGKILL the replica following both servers, mid-run,
+                    lost.kill()  # and one of the servers, with runs on its queue
+                    more = [
+                        await _submit(two, workflow["id"], big | {"3": 100 + i}) for i in range(4)
+                    ]
+                    runs = await wait_until(
+                        lambda: _all_done(two, ids + more), timeout=300, interval=1.0
+                    )
+        assert [r["status"] for r in runs] == ["succeeded"] * 20, [r["error"] for r in runs]
+        assert {r["backend"] for r in runs} == {"a"}  # k's runs moved after the grace
+        # Executed once: each run's batches (its last, and the one it left on the killed
+        # server if it moved) hold one completed item across both servers. The killed
+        # server's own queue is read from its database file (it is not running).
+        stored = _stored_batches(database)
+        left_on_k = _completed_by_batch(root / "databases" / "invokeai.db")
+        async with InvokeAIClient.from_url(invokeai_url) as on_a:
+            for run in runs:
+                completed = 0
+                for backend, batch_id in stored[run["id"]]:
+                    if backend == "k":
+                        completed += left_on_k.get(batch_id, 0)
+                    else:
+                        items = await on_a.queue_repo.aget_items_by_batch(batch_id)
+                        completed += sum(str(item.status) == "completed" for item in items)
+                assert completed == 1, (run["id"], stored[run["id"]])
+        assert any(backend == "k" for run in runs for backend, _ in stored[run["id"]])
+    finally:
+        lost.stop()
+
+
+def _completed_by_batch(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            "SELECT batch_id, count(*) FROM session_queue WHERE status = 'completed' GROUP BY 1"
+        )
+        return {batch_id: count for batch_id, count in rows}
+
+
+def _stored_batches(database: str) -> dict[str, list[tuple[str, str]]]:
+    """Each run's (backend, batch id) as its ``run.queued`` events told them, in order."""
+    engine = create_engine(database)
+    query = text("SELECT run_id, data FROM runevent WHERE event_type = 'run.queued' ORDER BY id")
+    with engine.connect() as connection:
+        found: dict[str, list[tuple[str, str]]] = {}
+        for run_id, data in connection.execute(query):
+            data = json.loads(data) if isinstance(data, str) else data
+            found.setdefault(run_id, []).append((data["backend"], data["batch_id"]))
+    engine.dispose()
+    return found
