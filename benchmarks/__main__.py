@@ -14,7 +14,7 @@ import sys
 
 from tests.support.invokeai_server import running_server
 
-from . import client_bench, compare_bench, denoise_bench, gateway_bench
+from . import client_bench, compare_bench, denoise_bench, gateway_bench, replicas_bench
 from ._report import Report
 
 SUITES = {
@@ -22,6 +22,7 @@ SUITES = {
     "gateway": gateway_bench.run,
     "compare": compare_bench.run,
     "denoise": denoise_bench.run,
+    "replicas": replicas_bench.run,
 }
 
 
