@@ -1,6 +1,6 @@
 """Run the benchmarks against a real InvokeAI and write the results table (+ JSON).
 
-Usage: ``python -m benchmarks [client|gateway|compare|denoise ...]`` (default: every
+Usage: ``python -m benchmarks [client|gateway|compare|denoise|backends ...]`` (default: every
 suite). Uses the server named by ``INVOKEAI_TEST_URL``, or starts one as the tests do. A
 run that includes ``compare`` (issue 5's side-by-side run) writes ``benchmarks/results.md``
 and ``results.json`` with a targets section; any other selection writes
@@ -14,7 +14,14 @@ import sys
 
 from tests.support.invokeai_server import running_server
 
-from . import client_bench, compare_bench, denoise_bench, gateway_bench, replicas_bench
+from . import (
+    backends_bench,
+    client_bench,
+    compare_bench,
+    denoise_bench,
+    gateway_bench,
+    replicas_bench,
+)
 from ._report import Report
 
 SUITES = {
@@ -23,6 +30,7 @@ SUITES = {
     "compare": compare_bench.run,
     "denoise": denoise_bench.run,
     "replicas": replicas_bench.run,
+    "backends": backends_bench.run,
 }
 
 
