@@ -70,10 +70,12 @@ def run(wf: Any, steps: int = STEPS) -> IvkJob:
     return job
 
 
-def video_of(invokeai_url: str, job: IvkJob, size: int, frames: int) -> str:
-    """The run made one MP4 of ``size`` x ``size`` and ``frames`` frames (the file's own video
-    track says so, not only the node's result); its video name."""
-    (result,) = results_of_type(job, "wan_l2v")
+def video_of(
+    invokeai_url: str, job: IvkJob, size: int, frames: int, node_type: str = "wan_l2v"
+) -> str:
+    """The ``node_type`` node made one MP4 of ``size`` x ``size`` and ``frames`` frames (the
+    file's own video track says so, not only the node's result); its video name."""
+    (result,) = results_of_type(job, node_type)
     assert (result["width"], result["height"], result["num_frames"]) == (size, size, frames)
     name: str = result["video"]["video_name"]
     response = httpx.get(f"{invokeai_url}/api/v1/videos/i/{name}/full", timeout=30)
@@ -275,3 +277,82 @@ def test_wan_lightning_interpolates_two_images(
     job = run(wf)
 
     video_of(invokeai_url, job, SIZE, FRAMES)
+
+
+def test_wan_lightning_image_to_video_with_a_concept_lora(
+    client: InvokeAIClient,
+    invokeai_url: str,
+    tiny_wan_i2v: IvkDnnModel,
+    tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
+    tiny_wan_concept_lora: IvkDnnModel,
+    shipped_workflows_dir: Path,
+) -> None:
+    definition = small_copy(
+        shipped_workflows_dir / "Image to Video - Wan 2.2 Lightning w_ Concept LoRAs.json",
+        *I2V_SIZED,
+    )
+    concept = {"lora": tiny_wan_concept_lora.identifier(), "weight": 0.5}
+    more = {"Starting Image": picture(client), "Concept LoRAs": [concept]}
+    wf = handle_with(client, definition, lightning(tiny_wan_i2v, tiny_wan_loras, **more))
+
+    job = run(wf)
+
+    video_of(invokeai_url, job, SIZE, FRAMES)
+    assert tiny_wan_concept_lora.key in lora_keys(job, "wan_lora_collection_loader")[1]
+
+
+# The extended video: the source's frames but its last (``end_frame`` -2), then the new clip,
+# which starts from that last frame kept, crossfaded over 2 frames.
+EXTENDED_FRAMES = (FRAMES - 1) + FRAMES - 2
+EXTEND_SIZED = (*I2V_SIZED, "img_resize")
+
+
+@pytest.fixture(scope="module")
+def source_video(
+    invokeai_url: str,
+    tiny_wan_t2v: IvkDnnModel,
+    tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
+    shipped_workflows_dir: Path,
+) -> str:
+    """A 64x64 video of 5 frames, made once with the Lightning text-to-video file; its name."""
+    with InvokeAIClient.from_url(invokeai_url) as client:
+        wf = handle_with(
+            client,
+            WorkflowDefinition.from_file(
+                shipped_workflows_dir / "Text to Video - Wan 2.2 Lightning.json"
+            ),
+            lightning(tiny_wan_t2v, tiny_wan_loras, Width=SIZE, Height=SIZE),
+        )
+        return video_of(invokeai_url, run(wf), SIZE, FRAMES)
+
+
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "Extend Video - Wan 2.2 Lightning.json",
+        "Extend Video - Wan 2.2 Lightning w_ Concept LoRAs.json",
+        "Extend Video to Image - Wan 2.2 Lightning.json",
+    ],
+)
+def test_wan_lightning_extends_a_video(
+    client: InvokeAIClient,
+    invokeai_url: str,
+    source_video: str,
+    tiny_wan_i2v: IvkDnnModel,
+    tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
+    tiny_wan_concept_lora: IvkDnnModel,
+    shipped_workflows_dir: Path,
+    file_name: str,
+) -> None:
+    sized = EXTEND_SIZED if "to Image" in file_name else I2V_SIZED
+    definition = small_copy(shipped_workflows_dir / file_name, *sized)
+    more: dict[str, Any] = {"Initial Video": {"video_name": source_video}}
+    if "Concept" in file_name:
+        more["Concept LoRAs"] = [{"lora": tiny_wan_concept_lora.identifier(), "weight": 0.5}]
+    if "to Image" in file_name:
+        more["Destination Image"] = picture(client, "orange")
+    wf = handle_with(client, definition, lightning(tiny_wan_i2v, tiny_wan_loras, **more))
+
+    job = run(wf)
+
+    video_of(invokeai_url, job, SIZE, EXTENDED_FRAMES, node_type="video_concat")
