@@ -109,10 +109,24 @@ def lightning(
     }
 
 
+def test_the_tiny_wan_models_install_as_their_variants(
+    tiny_wan_t2v: IvkDnnModel,
+    tiny_wan_i2v: IvkDnnModel,
+    tiny_wan_ti2v: IvkDnnModel,
+    tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
+) -> None:
+    models = (tiny_wan_t2v, tiny_wan_i2v, tiny_wan_ti2v)
+    assert {(str(m.base), str(m.type), str(m.format)) for m in models} == {
+        ("wan", "main", "diffusers")
+    }
+    assert [m.variant for m in models] == ["t2v_a14b", "i2v_a14b", "ti2v_5b"]
+    assert [m.model_extra["has_dual_expert"] for m in models] == [True, True, False]
+    assert [lora.model_extra["expert"] for lora in tiny_wan_loras] == ["high", "low"]
+
+
 def test_wan_text_to_image_runs_both_experts(
     client: InvokeAIClient, tiny_wan_t2v: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
-    assert (str(tiny_wan_t2v.base), str(tiny_wan_t2v.type)) == ("wan", "main")
     wf = handle_with(
         client,
         WorkflowDefinition.from_file(shipped_workflows_dir / "Wan 2.2 Text to Image.json"),
