@@ -175,3 +175,55 @@ def tiny_sd3(invokeai_url: str) -> IvkDnnModel:
 def tiny_cogview4(invokeai_url: str) -> IvkDnnModel:
     """A tiny CogView4 pipeline (GLM text encoder, transformer, 16-channel VAE)."""
     return install_tiny(invokeai_url, tiny_models.COGVIEW4_NAME, "cogview4", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_t2v(invokeai_url: str) -> IvkDnnModel:
+    """A tiny Wan 2.2 T2V-A14B pipeline: two experts, UMT5 encoder, the 16-channel Wan VAE."""
+    return install_tiny(invokeai_url, tiny_models.WAN_T2V_NAME, "wan", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_i2v(invokeai_url: str) -> IvkDnnModel:
+    """A tiny Wan 2.2 I2V-A14B pipeline: like the T2V one, its experts taking 36 channels."""
+    return install_tiny(invokeai_url, tiny_models.WAN_I2V_NAME, "wan", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_ti2v(invokeai_url: str) -> IvkDnnModel:
+    """A tiny Wan 2.2 TI2V-5B pipeline: one transformer on the 48-channel Wan 2.2 VAE."""
+    return install_tiny(invokeai_url, tiny_models.WAN_TI2V_NAME, "wan", "main")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_loras(invokeai_url: str) -> tuple[IvkDnnModel, IvkDnnModel]:
+    """Two tiny Wan LoRAs (PEFT ``.safetensors`` files), tagged for the high- and the
+    low-noise expert by their names."""
+    return (
+        install_tiny(
+            invokeai_url,
+            tiny_models.WAN_LORA_HIGH_NAME,
+            "wan",
+            "lora",
+            file=tiny_models.WAN_LORA_HIGH_FILE,
+        ),
+        install_tiny(
+            invokeai_url,
+            tiny_models.WAN_LORA_LOW_NAME,
+            "wan",
+            "lora",
+            file=tiny_models.WAN_LORA_LOW_FILE,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_concept_lora(invokeai_url: str) -> IvkDnnModel:
+    """A tiny Wan LoRA named for neither expert, so the LoRA loaders apply it to both."""
+    return install_tiny(
+        invokeai_url,
+        tiny_models.WAN_CONCEPT_LORA_NAME,
+        "wan",
+        "lora",
+        file=tiny_models.WAN_CONCEPT_LORA_FILE,
+    )

@@ -36,10 +36,10 @@ def run_with_progress(wf: WorkflowHandle) -> tuple[Any, list[dict[str, Any]]]:
     return wf.wait_for_completion_sync(timeout=240), progress
 
 
-def assert_denoised_in_steps(progress: list[dict[str, Any]], steps: int) -> None:
-    """Each denoising step came with a preview, in order, up to the last step."""
+def assert_denoised_in_steps(progress: list[dict[str, Any]], steps: int, first: int = 0) -> None:
+    """Each denoising step came with a preview, in order, from ``first`` to the last step."""
     denoising = [event for event in progress if event.get("step") is not None]
-    assert [event["step"] for event in denoising] == list(range(steps + 1)), progress
+    assert [event["step"] for event in denoising] == list(range(first, steps + 1)), progress
     assert {event["total_steps"] for event in denoising} == {steps}
     assert all(event["image"]["dataURL"].startswith("data:image/") for event in denoising)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["denoise_steps", "with_denoise", "with_node_value"]
+__all__ = ["denoise_steps", "with_denoise", "with_node_value", "without_edges_from"]
 
 
 def _invocations(workflow: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,4 +44,15 @@ def with_node_value(
     """The file with ``field`` of its one ``node_type`` node set to ``value``, in place."""
     (data,) = [data for data in _invocations(workflow) if data["type"] == node_type]
     data["inputs"][field]["value"] = value
+    return workflow
+
+
+def without_edges_from(workflow: dict[str, Any], node_type: str) -> dict[str, Any]:
+    """The file with the edges out of its ``node_type`` nodes removed, in place: the fields
+    they fed then take the values the file holds for them (which a test may set)."""
+    sources = {
+        node["id"] for node in workflow["nodes"] if node.get("data", {}).get("type") == node_type
+    }
+    assert sources, f"no {node_type} node"
+    workflow["edges"] = [edge for edge in workflow["edges"] if edge["source"] not in sources]
     return workflow

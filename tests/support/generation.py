@@ -40,9 +40,12 @@ def with_node_values(path: Path, node_type: str, values: dict[str, Any]) -> Work
 def handle_with(
     client: InvokeAIClient, definition: WorkflowDefinition, values: dict[str, Any]
 ) -> WorkflowHandle:
-    """A handle on ``definition`` with its inputs set by their form labels."""
+    """A handle on ``definition`` with its inputs set by their form labels, or by
+    ``"node name / label"`` where two nodes have inputs of one label (two prompts)."""
     wf = client.workflow_repo.create_workflow(definition)
-    index = {inp.label: inp.input_index for inp in wf.list_inputs()}
+    inputs = wf.list_inputs()
+    index = {f"{inp.node_name} / {inp.label}": inp.input_index for inp in inputs}
+    index.update({inp.label: inp.input_index for inp in inputs})
     unknown = set(values) - set(index)
     assert not unknown, f"no input labelled {sorted(unknown)}; the labels are {list(index)}"
     for label, value in values.items():

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = "v5"
+RECIPE_VERSION = "v6"
 SD1_NAME = "tiny-sd1"
 SDXL_NAME = "tiny-sdxl"
 SDXL_VAE_NAME = "tiny-sdxl-vae"
@@ -38,6 +38,17 @@ UPSCALER_NAME = "tiny-esrgan-x2"
 UPSCALER_FILE = f"{UPSCALER_NAME}.safetensors"
 SD3_NAME = "tiny-sd3"
 COGVIEW4_NAME = "tiny-cogview4"
+WAN_T2V_NAME = "tiny-wan-t2v-a14b"
+WAN_I2V_NAME = "tiny-wan-i2v-a14b"
+WAN_TI2V_NAME = "tiny-wan-ti2v-5b"
+# The Wan LoRA probe reads the expert a LoRA is for from a bare HIGH or LOW in its file name.
+WAN_LORA_HIGH_NAME = "tiny-wan-lora-high"
+WAN_LORA_LOW_NAME = "tiny-wan-lora-low"
+WAN_LORA_HIGH_FILE = f"{WAN_LORA_HIGH_NAME}.safetensors"
+WAN_LORA_LOW_FILE = f"{WAN_LORA_LOW_NAME}.safetensors"
+# Named for neither expert: applied to both.
+WAN_CONCEPT_LORA_NAME = "tiny-wan-concept-lora"
+WAN_CONCEPT_LORA_FILE = f"{WAN_CONCEPT_LORA_NAME}.safetensors"
 SD1_IP_ADAPTER_NAME = "tiny-sd1-ip-adapter"
 SD1_IP_ADAPTER_FILE = f"{SD1_IP_ADAPTER_NAME}.safetensors"
 # The ip_adapter node looks its image encoder up by this exact name (the starter model's, for
@@ -478,6 +489,152 @@ def _build_cogview4(target: Path) -> None:
     pipeline.save_pretrained(str(target), safe_serialization=True)
 
 
+# Wan 2.2: the Wan VAE has 16 latent channels (8x space, 4x time); the Wan 2.2 VAE of TI2V-5B
+# has 48 (16x space: 8x from its blocks, 2x from its pixel patches). InvokeAI makes the noise
+# with those channel counts and scales from the variant, whatever the folder's configs say.
+_WAN_LATENT_CHANNELS = 16
+_WAN22_LATENT_CHANNELS = 48
+_UMT5_WIDTH = 32
+_WAN_HEADS, _WAN_HEAD_WIDTH = 2, 12
+_WAN_INNER_WIDTH = _WAN_HEADS * _WAN_HEAD_WIDTH
+
+
+def _tiny_wan_transformer(in_channels: int, out_channels: int) -> Any:
+    """One layer, 2 heads of 12 (rotary positions split 4/4/4 over time, height and width)."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=_WAN_HEADS,
+        attention_head_dim=_WAN_HEAD_WIDTH,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        text_dim=_UMT5_WIDTH,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=1,
+        rope_max_seq_len=32,
+    )
+
+
+def _tiny_wan_vae(z_dim: int) -> Any:
+    """The Wan VAE (16 channels) or, with 48, the Wan 2.2 VAE with its 2x2 pixel patches."""
+    from diffusers import AutoencoderKLWan
+
+    wan22 = z_dim == _WAN22_LATENT_CHANNELS
+    return AutoencoderKLWan(
+        base_dim=8,
+        z_dim=z_dim,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+        is_residual=wan22,
+        in_channels=12 if wan22 else 3,
+        out_channels=12 if wan22 else 3,
+        patch_size=2 if wan22 else None,
+        scale_factor_spatial=16 if wan22 else 8,
+    )
+
+
+def _tiny_umt5() -> tuple[Any, Any]:
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    tokenizer = T5Tokenizer(vocab=_character_pieces(), extra_ids=0)
+    config = UMT5Config(
+        vocab_size=len(tokenizer),
+        d_model=_UMT5_WIDTH,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return tokenizer, UMT5EncoderModel(config)
+
+
+def _wan_scheduler(flow_shift: float) -> Any:
+    """Wan 2.2's own: UniPC on flow sigmas (InvokeAI loads it from ``scheduler/``)."""
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=flow_shift,
+        solver_order=2,
+        solver_type="bh2",
+        final_sigmas_type="zero",
+    )
+
+
+def _build_wan_a14b(target: Path, *, image_to_video: bool) -> None:
+    """Wan 2.2 A14B: two experts (``transformer/`` and ``transformer_2/``) and the Wan VAE.
+
+    InvokeAI reads the variant from the folder: a ``transformer_2/`` makes it A14B, and the
+    transformer's ``in_channels`` tells text-to-video (16) from image-to-video (36: the noise,
+    the reference image's 16 latent channels and a 4-channel first-frame mask).
+    """
+    import torch
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    torch.manual_seed(0)
+    channels = _WAN_LATENT_CHANNELS
+    in_channels = 2 * channels + 4 if image_to_video else channels
+    tokenizer, text_encoder = _tiny_umt5()
+    pipeline_class = WanImageToVideoPipeline if image_to_video else WanPipeline
+    pipeline = pipeline_class(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=_tiny_wan_vae(channels),
+        scheduler=_wan_scheduler(3.0),
+        transformer=_tiny_wan_transformer(in_channels, channels),
+        transformer_2=_tiny_wan_transformer(in_channels, channels),
+        boundary_ratio=0.9 if image_to_video else 0.875,
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_wan_ti2v(target: Path) -> None:
+    """Wan 2.2 TI2V-5B: one transformer on the 48-channel Wan 2.2 VAE's latents."""
+    import torch
+    from diffusers import WanPipeline
+
+    torch.manual_seed(0)
+    channels = _WAN22_LATENT_CHANNELS
+    tokenizer, text_encoder = _tiny_umt5()
+    pipeline = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=_tiny_wan_vae(channels),
+        scheduler=_wan_scheduler(5.0),
+        transformer=_tiny_wan_transformer(channels, channels),
+        expand_timesteps=True,
+    )
+    pipeline.save_pretrained(str(target), safe_serialization=True)
+
+
+def _build_wan_lora(target: Path, seed: int) -> None:
+    """A PEFT-format LoRA on the tiny Wan transformer's self-attention projections.
+
+    InvokeAI takes a file as a Wan LoRA by its keys (``blocks.N.attn1.to_q.lora_A.weight``
+    and the like); the inner width (24, neither A14B's 5120 nor TI2V-5B's 3072) leaves its
+    variant unrecorded, so it may be applied to any Wan transformer of that width.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    rank, inner = 4, _WAN_INNER_WIDTH
+    tensors = {}
+    for projection in ("to_q", "to_k", "to_v", "to_out.0"):
+        key = f"transformer.blocks.0.attn1.{projection}"
+        tensors[f"{key}.lora_A.weight"] = torch.randn(rank, inner) * 0.1
+        tensors[f"{key}.lora_B.weight"] = torch.randn(inner, rank) * 0.1
+    save_file(tensors, str(target))
+
+
 def build(folder: Path) -> None:
     """Build every tiny model into ``folder`` and mark it complete."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -491,6 +648,12 @@ def build(folder: Path) -> None:
     _build_sd1_ip_adapter(folder / SD1_IP_ADAPTER_FILE)
     _build_sd3(folder / SD3_NAME)
     _build_cogview4(folder / COGVIEW4_NAME)
+    _build_wan_a14b(folder / WAN_T2V_NAME, image_to_video=False)
+    _build_wan_a14b(folder / WAN_I2V_NAME, image_to_video=True)
+    _build_wan_ti2v(folder / WAN_TI2V_NAME)
+    _build_wan_lora(folder / WAN_LORA_HIGH_FILE, seed=1)
+    _build_wan_lora(folder / WAN_LORA_LOW_FILE, seed=2)
+    _build_wan_lora(folder / WAN_CONCEPT_LORA_FILE, seed=3)
     (folder / READY).write_text(RECIPE_VERSION)
 
 
