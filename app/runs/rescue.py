@@ -90,6 +90,7 @@ class Rescue:
         # surely never sent (a no-op then): another replica's lost enqueue answer is not
         # known here.
         old_batch = run.batch_id
+        assert old_batch is not None  # every accepted run has one
         others = [lane for lane in self.service.lanes if lane is not old and lane.healthy]
         for new in placement_order(others):
             run.batch_id = str(uuid.uuid4())
@@ -102,8 +103,8 @@ class Rescue:
         run.batch_id = old_batch
 
     async def _commit_move(
-        self, run: Run, old: Lane, new: Lane, prepared: Prepared, abandon: str | None
-    ) -> bool:
+        self, run: Run, old: Lane, new: Lane, prepared: Prepared, abandon: str
+    ) -> None:
         registry = old.ctx.registry
         registry.begin_enqueue(run.id)  # the old lane leaves it alone meanwhile
         try:
@@ -116,10 +117,10 @@ class Rescue:
                 self.service.backend_of(new),
                 run.batch_id,
                 run.board_id,
-                (abandon, old.name) if abandon is not None else None,
+                (abandon, old.name),
             )
             if not moved:
-                return False
+                return  # it finished or moved meanwhile
             tracked = registry.by_run(run.id)
             if tracked is not None:
                 registry.unfollow(tracked)  # its old queue item is no longer this run
@@ -130,4 +131,3 @@ class Rescue:
         logger.warning("run %s moved from InvokeAI server %s to %s", run.id, old.name, new.name)
         run.backend, run.item_id, run.session_id = self.service.backend_of(new), None, None
         new.dispatcher.dispatch(run, prepared)
-        return True

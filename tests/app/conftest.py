@@ -139,6 +139,21 @@ async def run_if(http: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict
     return body if body["status"] in wanted else None
 
 
+async def submit_run(http: httpx.AsyncClient, workflow_id: str, inputs: dict[str, Any]) -> str:
+    """POST a run (answered 202) and return its id."""
+    response = await http.post(f"/workflows/{workflow_id}/runs", json={"inputs": inputs})
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["id"]
+    return run_id
+
+
+async def servers_followed(http: httpx.AsyncClient, names: set[str] | None = None) -> bool:
+    """Whether the gateway follows the events of these InvokeAI servers (None: all of them)."""
+    listed = (await http.get("/backends")).json()["data"]
+    wanted = {b["name"] for b in listed} if names is None else names
+    return wanted <= {b["name"] for b in listed if b["healthy"]}
+
+
 async def run_on_queue(http: httpx.AsyncClient, run_id: str) -> dict[str, Any] | None:
     """The run once InvokeAI holds it (its queue item is known), else None."""
     body: dict[str, Any] = (await http.get(f"/runs/{run_id}")).json()

@@ -32,6 +32,7 @@ from tests.app.conftest import (
     register,
     run_if,
     run_on_queue,
+    servers_followed,
     wait_until,
 )
 from tests.app.live_server import free_port, serve
@@ -81,7 +82,7 @@ async def test_runs_on_a_killed_server_run_elsewhere_once(
             serve(create_app(settings)) as url,
             httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http,
         ):
-            await wait_until(lambda: _healthy(http, {"k", "a"}), timeout=30)
+            await wait_until(lambda: servers_followed(http, {"k", "a"}), timeout=30)
             async with InvokeAIClient.from_url(lost.url) as direct:
                 await direct.queue_repo.apause_processor()  # k's runs wait on its queue
             workflow = await register(http, load_json(workflows_dir / NOISE))
@@ -118,7 +119,7 @@ async def test_runs_on_a_killed_server_run_elsewhere_once(
                 assert queued[1]["batch_id"] != queued[0]["batch_id"]
 
             lost = invokeai_server.start(root=root, port=port, extra_config=CONFIG)
-            await wait_until(lambda: _healthy(http, {"k"}), timeout=30)
+            await wait_until(lambda: servers_followed(http, {"k"}), timeout=30)
             async with InvokeAIClient.from_url(lost.url) as direct:
                 # Canceled there when it answered again: no run yields two results.
                 statuses = await wait_until(
@@ -132,11 +133,6 @@ async def test_runs_on_a_killed_server_run_elsewhere_once(
             engine.dispose()
     finally:
         lost.stop()
-
-
-async def _healthy(http: httpx.AsyncClient, names: set[str]) -> bool:
-    listed = (await http.get("/backends")).json()["data"]
-    return names <= {b["name"] for b in listed if b["healthy"]}
 
 
 async def _all_ended(direct: InvokeAIClient, batch_ids: list[str]) -> list[str] | None:

@@ -25,7 +25,15 @@ from app.core.config import Settings
 from app.main import create_app
 from app.runs.lanes import Lane, placement_order
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
-from tests.app.conftest import TIMEOUT, load_json, make_settings, register, run_if, wait_until
+from tests.app.conftest import (
+    TIMEOUT,
+    load_json,
+    make_settings,
+    register,
+    run_if,
+    submit_run,
+    wait_until,
+)
 from tests.app.live_server import free_port, serve
 from tests.conftest import install_tiny
 from tests.support import tiny_models
@@ -72,13 +80,6 @@ async def _finished(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
     return run
 
 
-async def _submit(http: httpx.AsyncClient, workflow_id: str, inputs: dict[str, Any]) -> str:
-    response = await http.post(f"/workflows/{workflow_id}/runs", json={"inputs": inputs})
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["id"]
-    return run_id
-
-
 def _image_names(run: dict[str, Any]) -> list[str]:
     return [name for out in run["outputs"] for name in out["image_names"]]
 
@@ -91,7 +92,7 @@ async def test_runs_spread_over_both_servers_and_their_images_are_served(
 ) -> None:
     workflow = await register(two, load_json(workflows_dir / NOISE))
     ids = await asyncio.gather(
-        *(_submit(two, workflow["id"], {"0": 32, "1": 32, "3": seed}) for seed in range(8))
+        *(submit_run(two, workflow["id"], {"0": 32, "1": 32, "3": seed}) for seed in range(8))
     )
     runs = [await _finished(two, run_id) for run_id in ids]
     assert {r["status"] for r in runs} == {"succeeded"}, [r["error"] for r in runs]
@@ -124,7 +125,7 @@ async def test_a_data_url_is_uploaded_to_the_server_that_runs_the_run(
     Image.new("RGB", (48, 40), "red").save(buffer, format="PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     inputs = {"0": data_url, "1": 0, "2": 0, "3": 16, "4": 16}
-    ids = await asyncio.gather(*(_submit(two, workflow["id"], inputs) for _ in range(4)))
+    ids = await asyncio.gather(*(submit_run(two, workflow["id"], inputs) for _ in range(4)))
     runs = [await _finished(two, run_id) for run_id in ids]
     assert {r["status"] for r in runs} == {"succeeded"}, [r["error"] for r in runs]
     assert {r["backend"] for r in runs} == {"a", "b"}
@@ -144,7 +145,7 @@ async def test_a_model_key_of_one_server_runs_on_the_other(
     workflow = await register(two, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
     index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
     inputs = {index["model"]: tiny_sd1.key, index["Width"]: 64, index["Height"]: 64}
-    ids = await asyncio.gather(*(_submit(two, workflow["id"], inputs) for _ in range(2)))
+    ids = await asyncio.gather(*(submit_run(two, workflow["id"], inputs) for _ in range(2)))
     runs = [await _finished(two, run_id) for run_id in ids]
     assert {r["status"] for r in runs} == {"succeeded"}, [r["error"] for r in runs]
     assert {r["backend"] for r in runs} == {"a", "b"}
@@ -172,7 +173,7 @@ async def test_a_model_only_one_server_has_sends_every_run_there(
         index["Width"]: 64,
         index["Height"]: 64,
     }
-    ids = await asyncio.gather(*(_submit(two, workflow["id"], inputs) for _ in range(2)))
+    ids = await asyncio.gather(*(submit_run(two, workflow["id"], inputs) for _ in range(2)))
     runs = [await _finished(two, run_id) for run_id in ids]
     assert [(r["status"], r["backend"]) for r in runs] == [("succeeded", "a")] * 2
 
@@ -206,7 +207,7 @@ async def test_a_server_that_does_not_answer_gets_no_run(
     async for http in _gateway(settings):
         workflow = await register(http, load_json(workflows_dir / NOISE))
         ids = await asyncio.gather(
-            *(_submit(http, workflow["id"], {"0": 32, "1": 32, "3": s}) for s in range(3))
+            *(submit_run(http, workflow["id"], {"0": 32, "1": 32, "3": s}) for s in range(3))
         )
         runs = [await _finished(http, run_id) for run_id in ids]
         assert {(r["status"], r["backend"]) for r in runs} == {("succeeded", "live")}

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 from invokeai_py_client import InvokeAIClient
 from invokeai_py_client.webhooks import generate_secret
-from tests.app.conftest import TIMEOUT, load_json, wait_until
+from tests.app.conftest import TIMEOUT, load_json, servers_followed, submit_run, wait_until
 from tests.app.live_server import free_port, gateway_process, gateway_up
 from tests.support import invokeai_server
 from tests.support.postgres_server import PostgresServer
@@ -73,23 +73,11 @@ async def _clients(*urls: str) -> AsyncIterator[list[httpx.AsyncClient]]:
         yield clients
 
 
-async def _both_followed(http: httpx.AsyncClient) -> bool:
-    listed = (await http.get("/backends")).json()["data"]
-    return all(b["healthy"] for b in listed)
-
-
 async def _collect(http: httpx.AsyncClient, into: list[dict[str, Any]]) -> None:
     async with aconnect_sse(http, "GET", "/events") as source:
         async for sse in source.aiter_sse():
             if sse.event.startswith(("run.", "node.")):
                 into.append({"id": int(sse.id)} | json.loads(sse.data))
-
-
-async def _submit(http: httpx.AsyncClient, workflow_id: str, inputs: dict[str, Any]) -> str:
-    response = await http.post(f"/workflows/{workflow_id}/runs", json={"inputs": inputs})
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["id"]
-    return run_id
 
 
 async def _all_done(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]] | None:
@@ -157,8 +145,8 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
         _replica(tmp_path, "two", servers, database, secret) as (url_b, _),
     ):
         async with _clients(url_a, url_b) as (one, two):
-            await wait_until(lambda: _both_followed(one), timeout=30)
-            await wait_until(lambda: _both_followed(two), timeout=30)
+            await wait_until(lambda: servers_followed(one), timeout=30)
+            await wait_until(lambda: servers_followed(two), timeout=30)
             hook = {"url": receiver.url, "event_types": ["completed"]}
             assert (await one.post("/webhooks", json=hook)).status_code == 201
             workflow = (await one.post("/workflows", json=load_json(workflows_dir / NOISE))).json()
@@ -172,7 +160,7 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
                 chunk = range(start, start + 20)
                 submitted = await asyncio.gather(
                     *(
-                        _submit(one if i % 2 == 0 else two, workflow["id"], {"0": 32, "3": i})
+                        submit_run(one if i % 2 == 0 else two, workflow["id"], {"0": 32, "3": i})
                         for i in chunk
                     )
                 )
@@ -228,7 +216,7 @@ async def test_a_replica_and_a_server_killed_mid_run_lose_no_run(
     try:
         with _replica(tmp_path, "one", servers, database, secret, **extra) as (url_a, first):
             async with _clients(url_a) as (one,):
-                await wait_until(lambda: _both_followed(one), timeout=30)  # one holds both
+                await wait_until(lambda: servers_followed(one), timeout=30)  # one holds both
             async with InvokeAIClient.from_url(lost.url) as direct:
                 await direct.queue_repo.apause_processor()  # k's runs wait on its queue
             with _replica(tmp_path, "two", servers, database, secret, **extra) as (url_b, _):
@@ -238,13 +226,14 @@ async def test_a_replica_and_a_server_killed_mid_run_lose_no_run(
                     ).json()
                     big = {"0": 1024, "1": 1024}
                     ids = [
-                        await _submit(one if i % 2 == 0 else two, workflow["id"], big | {"3": i})
+                        await submit_run(one if i % 2 == 0 else two, workflow["id"], big | {"3": i})
                         for i in range(16)
                     ]
                     first.kill()  # SIGKILL the replica following both servers, mid-run,
                     lost.kill()  # and one of the servers, with runs on its queue
                     more = [
-                        await _submit(two, workflow["id"], big | {"3": 100 + i}) for i in range(4)
+                        await submit_run(two, workflow["id"], big | {"3": 100 + i})
+                        for i in range(4)
                     ]
                     runs = await wait_until(
                         lambda: _all_done(two, ids + more), timeout=300, interval=1.0
