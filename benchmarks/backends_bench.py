@@ -405,6 +405,7 @@ class Config:
     name: str
     invokeai_url: str
     workload: Workload | None = None  # when not the suite's (a model key is per server)
+    baseline: str | None = None  # the contender its ratio compares with (default: the first)
 
     @property
     def backends(self) -> int:
@@ -414,8 +415,8 @@ class Config:
 def throughput(
     report: Report, configs: list[Config], workload: Workload, runs: int, rounds: int, scenario: str
 ) -> None:
-    """Each configuration once per round, the order rotated every round; the first one is
-    the baseline of the ratios."""
+    """Each configuration once per round, the order rotated every round; a configuration's
+    ratio compares it with its ``baseline`` (by default the first configuration)."""
     results: dict[str, list[Batch]] = {c.name: [] for c in configs}
     for round_ in range(rounds):
         shift = round_ % len(configs)
@@ -436,9 +437,9 @@ def throughput(
                 flush=True,
             )
             results[config.name].append(outcome)
-    base = results[configs[0].name]
-    base_median = statistics.median(o.runs_per_s for o in base)
     for config in configs:
+        base = results[config.baseline or configs[0].name]
+        base_median = statistics.median(o.runs_per_s for o in base)
         outcomes = results[config.name]
         spread = " / ".join(_spread(o) for o in outcomes)
         statuses = sum((o.statuses for o in outcomes), Counter[str]())
@@ -455,7 +456,7 @@ def throughput(
             Row(scenario, config.name, "runs/s", [o.runs_per_s for o in outcomes], note=note)
         )
         row.ratio = row.median / base_median
-        if config is not configs[0]:
+        if outcomes is not base:
             paired = [o.runs_per_s / b.runs_per_s for o, b in zip(outcomes, base, strict=True)]
             row.note += f"; ratio by round {', '.join(f'{r:.2f}' for r in paired)}"
         if config.backends == 2:
@@ -538,7 +539,12 @@ def run(invokeai_url: str, report: Report) -> None:
                     Config("1 backend", f"a={a}"),
                     Config("2 backends", f"a={a}, b={b}"),
                     Config("1 backend, 1 torch thread", f"a1={a1}", one_thread),
-                    Config("2 backends, 1 torch thread each", f"a1={a1}, b1={b1}", one_thread),
+                    Config(
+                        "2 backends, 1 torch thread each",
+                        f"a1={a1}, b1={b1}",
+                        one_thread,
+                        baseline="1 backend, 1 torch thread",
+                    ),
                 ]
                 throughput(
                     report,
