@@ -94,6 +94,11 @@ class InvokeAIUnavailable(GatewayError):
     title = "InvokeAI unavailable"
 
 
+class ServerRefused(InvokeAIUnavailable):
+    """One InvokeAI server refused the connection before anything was sent or recorded: with
+    several servers, the run may go to another one."""
+
+
 class UpstreamError(GatewayError):
     """InvokeAI answered with an error the gateway cannot attribute to the caller."""
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.errors import GatewayError, InvokeAIUnavailable, WorkflowInvalid
+from app.core.errors import GatewayError, InvokeAIUnavailable, ServerRefused, WorkflowInvalid
 from app.db import claims, queries, sweeps
 from app.db.tables import Run, RunStatus, utcnow
 from app.runs import errors
@@ -138,7 +138,8 @@ class Dispatcher:
             except APIConnectionError as exc:
                 if nothing_sent(exc):
                     await self.ctx.db.run(claims.delete_claim, self.ctx.engine, run.id)
-                # else: InvokeAI may hold the batch; the row stays hidden until resolved.
+                    raise ServerRefused(f"InvokeAI is unreachable: {exc}") from exc
+                # InvokeAI may hold the batch; the row stays hidden until resolved.
                 raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
             except Exception:
                 await self.ctx.db.run(claims.delete_claim, self.ctx.engine, run.id)

@@ -8,8 +8,9 @@ the database, the event broker and the one way to change a run (``Transitions``)
 A run is placed when it is accepted, which is when it is dispatched (the dispatch follows the
 claim at once): on a healthy lane (its events followed) with the fewest unfinished runs for
 its weight, else the next one when that lane lacks a model or an input image the run names
-(``Unplaceable``). Its uploads go to the lane that runs it, and it stays there: its outputs,
-cancel and deadline go to the same server.
+(``Unplaceable``) or its server refuses the connection (``ServerRefused``). Its uploads go to
+the lane that runs it, and it stays there: its outputs, cancel and deadline go to the same
+server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from app.backends.spec import BackendSpec
-from app.core.errors import InputInvalid, InvokeAIUnavailable
+from app.core.errors import InputInvalid, InvokeAIUnavailable, ServerRefused
 from app.db.tables import Lease, utcnow
 from app.runs.context import RunContext
 from app.runs.deadlines import Deadlines
@@ -130,22 +131,29 @@ def placement_order(lanes: Sequence[Lane]) -> list[Lane]:
 
 async def place(lanes: Sequence[Lane], attempt: Callable[[Lane], Awaitable[T]]) -> T:
     """Run ``attempt`` on the best lane, or the next when that one lacks a model or an image
-    the run names.
+    the run names, or its server refused the connection before anything was recorded (a
+    server that died since it was last seen healthy, or one no replica has followed yet).
 
     Raises:
         InputInvalid: no lane has what the run names (each problem says it, naming the
             servers), or any other bad value.
+        ServerRefused: every lane tried was refused (a lane lacking something tells less
+            than a server that may have had it).
     """
-    order = placement_order(lanes)
-    await _await_events(order)
+    await _await_events(lanes)
     order = placement_order(lanes)
     missing: Unplaceable | None = None
+    refused: ServerRefused | None = None
     for lane in order:
         with lane.placing():
             try:
                 return await attempt(lane)
             except Unplaceable as exc:
                 missing = exc
+            except ServerRefused as exc:
+                refused = exc
+    if refused is not None:
+        raise refused
     assert missing is not None
     if len(lanes) == 1:
         raise missing

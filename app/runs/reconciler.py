@@ -61,8 +61,12 @@ class Reconciler:
     async def run_forever(self) -> None:
         """Settle leftover claims now, every reconcile interval, and when kicked."""
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.resolve_leftovers()
+            except InvokeAIError as exc:  # down: the follower reports it; try next round
+                logger.debug("reconcile round on %s: %s", self.ctx.backend, exc)
+            except Exception:  # a bug or the database: say so, and keep going
+                logger.exception("reconcile round on %s failed", self.ctx.backend)
             with contextlib.suppress(TimeoutError):
                 interval = self.ctx.settings.reconcile_interval_seconds
                 await asyncio.wait_for(self._kicked.wait(), interval)

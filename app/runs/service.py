@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from app.backends.spec import BackendSpec
 from app.cluster.coordinator import Cluster
 from app.core.config import Settings
-from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound
+from app.core.errors import GatewayError, InvokeAIUnavailable, NotFound, ServerRefused
 from app.db import claims, queries
 from app.db.claims import SUBMITTING, Claim
 from app.db.tables import Run, RunStatus, Workflow, utcnow
@@ -199,7 +199,7 @@ class RunService:
         # takes its lease over, when that replica is gone): accepted unless known down.
         pending = lane.follower.events_connected if lane.active else not lane.known_down
         if not lane.active and not pending:
-            raise InvokeAIUnavailable(f"InvokeAI server {lane.name} is unreachable")
+            raise ServerRefused(f"InvokeAI server {lane.name} is unreachable")
         run.status = RunStatus.queued.value if pending else SUBMITTING
         for _attempt in range(CLAIM_ATTEMPTS):
             cap = self.settings.max_unfinished_runs
@@ -250,8 +250,8 @@ class RunService:
             recorded = await apply_inputs(client, handle, sub.inputs, others=others)
             if sub.board_id is not None:  # this server's board of that name
                 run.board_id = await board_on(client, others, sub.board_id)
-        except APIConnectionError as exc:
-            raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
+        except APIConnectionError as exc:  # before any claim: nothing recorded
+            raise ServerRefused(f"InvokeAI is unreachable: {exc}") from exc
         assert run.batch_id is not None
         body = build_body(handle, board_id=run.board_id, destination=run.id, batch_id=run.batch_id)
         return Prepared(handle, body, recorded)

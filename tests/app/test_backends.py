@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,8 +23,10 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.config import Settings
+from app.core.errors import InputInvalid, ServerRefused
 from app.main import create_app
-from app.runs.lanes import Lane, placement_order
+from app.runs.inputs import Unplaceable
+from app.runs.lanes import Lane, place, placement_order
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
 from tests.app.conftest import (
     TIMEOUT,
@@ -265,11 +268,17 @@ async def test_a_board_of_the_first_server_is_used_by_name_on_the_other(
 class _Lane:
     """What placement reads of a lane."""
 
+    active = False  # followed elsewhere: placement does not wait for its events
+
     def __init__(self, name: str, weight: int, unfinished: int, healthy: bool = True) -> None:
         self.name, self.weight, self.count, self.healthy = name, weight, unfinished, healthy
 
     def load(self) -> float:
         return self.count / self.weight
+
+    @contextlib.contextmanager
+    def placing(self) -> Iterator[None]:
+        yield
 
 
 def test_placement_takes_the_least_loaded_healthy_server_for_its_weight() -> None:
@@ -282,3 +291,27 @@ def test_placement_takes_the_least_loaded_healthy_server_for_its_weight() -> Non
     assert order(_Lane("a", 3, 3), _Lane("b", 1, 0)) == ["b", "a"]
     assert order(_Lane("a", 1, 0, healthy=False), _Lane("b", 1, 5)) == ["b"]
     assert order(_Lane("a", 1, 0, False), _Lane("b", 1, 0, False)) == ["a", "b"]  # all down
+
+
+async def test_a_refused_server_passes_the_run_on_and_outranks_a_missing_model() -> None:
+    """A server refusing the connection (dead since last seen, or not followed yet while a
+    replica takes its lease over) sends the run on; a 503 only when every server refused."""
+    lanes = cast(list[Lane], [_Lane("a", 1, 0, False), _Lane("b", 1, 0, False)])
+
+    def answers(**by_lane: Exception | None) -> Callable[[Lane], Awaitable[str]]:
+        async def attempt(lane: Lane) -> str:
+            if (error := by_lane[lane.name]) is not None:
+                raise error
+            return lane.name
+
+        return attempt
+
+    refused, missing = ServerRefused("refused"), Unplaceable("no model", errors=[])
+    assert await place(lanes, answers(a=refused, b=None)) == "b"
+    assert await place(lanes, answers(a=missing, b=None)) == "b"
+    with pytest.raises(ServerRefused):
+        await place(lanes, answers(a=refused, b=refused))
+    with pytest.raises(ServerRefused):  # b might have had the model: try again later
+        await place(lanes, answers(a=refused, b=missing))
+    with pytest.raises(InputInvalid, match="on none of the InvokeAI servers a, b"):
+        await place(lanes, answers(a=missing, b=missing))
