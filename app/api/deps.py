@@ -3,9 +3,10 @@ reads it), and row loaders."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Table, bindparam, select
@@ -24,6 +25,9 @@ from app.runs.service import RunService
 from app.streaming.broker import EventBroker
 from app.webhooks.worker import WebhookWorker
 from invokeai_py_client import InvokeAIClient
+from invokeai_py_client.exceptions import NotFoundError
+
+T = TypeVar("T")
 
 __all__ = [
     "BrokerDep",
@@ -38,6 +42,7 @@ __all__ = [
     "client_of",
     "clients_of",
     "engine_of",
+    "from_any_server",
     "run_service_of",
     "settings_of",
     "webhook_worker_of",
@@ -70,6 +75,21 @@ def clients_of(request: Request) -> list[InvokeAIClient]:
     """Every InvokeAI server's client, in ``INVOKEAI_URL``'s order."""
     clients: list[InvokeAIClient] = request.app.state.clients
     return clients
+
+
+async def from_any_server(
+    request: Request, fetch: Callable[[InvokeAIClient], Awaitable[T]], *, what: str
+) -> T:
+    """``fetch`` from each InvokeAI server in turn until one has it (an image's name is a
+    fresh UUID, so only the server that made or took it has one by that name).
+
+    Raises:
+        NotFound: no server has ``what``.
+    """
+    for client in clients_of(request):
+        with contextlib.suppress(NotFoundError):
+            return await fetch(client)
+    raise NotFound(f"{what} not found")
 
 
 def broker_of(request: Request) -> EventBroker:

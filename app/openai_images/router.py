@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
 import time
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from app.api.deps import (
     RunServiceDep,
     SettingsDep,
     WorkflowDep,
-    clients_of,
+    from_any_server,
 )
 from app.api.limits import read_body_limited
 from app.core.errors import InputInvalid, NotFound
@@ -40,7 +40,7 @@ from app.openai_images.store import (
     served_workflows,
 )
 from invokeai_py_client import InvokeAIClient
-from invokeai_py_client.exceptions import APIStatusError, NotFoundError
+from invokeai_py_client.exceptions import APIStatusError
 
 __all__ = ["mapping_router", "router"]
 
@@ -98,12 +98,8 @@ async def get_model(request: Request, model: str) -> Any:
     return _model_card(await _find(request, model))
 
 
-async def _download_anywhere(clients: list[InvokeAIClient], name: str) -> bytes:
-    """An output image from whichever InvokeAI server made it."""
-    for client in clients[:-1]:
-        with contextlib.suppress(NotFoundError):
-            return await client.board_repo.get_uncategorized_handle().adownload_image(name)
-    return await clients[-1].board_repo.get_uncategorized_handle().adownload_image(name)
+async def _download(client: InvokeAIClient, *, name: str) -> bytes:
+    return await client.board_repo.get_uncategorized_handle().adownload_image(name)
 
 
 async def _answer(
@@ -114,7 +110,9 @@ async def _answer(
         data = [{"url": str(request.url_for("download_image", image_name=n))} for n in names]
     else:
         for name in names:
-            content = await _download_anywhere(clients_of(request), name)
+            content = await from_any_server(
+                request, functools.partial(_download, name=name), what=f"image {name}"
+            )
             data.append({"b64_json": base64.b64encode(content).decode("ascii")})
     return {"created": int(time.time()), "data": data}
 

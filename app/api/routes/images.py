@@ -19,10 +19,10 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.deps import client_of, clients_of, settings_of
+from app.api.deps import client_of, from_any_server, settings_of
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
 from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
-from invokeai_py_client import BoardHandle
+from invokeai_py_client import BoardHandle, InvokeAIClient
 from invokeai_py_client.board import BoardRepository
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
 
@@ -206,17 +206,14 @@ async def download_image(
 async def _open_anywhere(
     request: Request, stack: contextlib.AsyncExitStack, image_name: str, thumbnail: bool
 ) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
-    """The image from whichever InvokeAI server has it (each asked in turn: an image's
-    name is a fresh UUID, so only the server that made or took it has one by that name)."""
-    for client in clients_of(request):
-        try:
-            # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
-            return await stack.enter_async_context(
-                client.board_repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
-            )
-        except NotFoundError:
-            continue
-    raise NotFound(f"image {image_name} not found")
+    """The image's headers and body from whichever InvokeAI server has it."""
+
+    async def open_on(client: InvokeAIClient) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
+        # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
+        opening = client.board_repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
+        return await stack.enter_async_context(opening)
+
+    return await from_any_server(request, open_on, what=f"image {image_name}")
 
 
 def _etag(image_name: str, thumbnail: bool) -> str:
@@ -236,14 +233,11 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 async def _not_modified(request: Request, image_name: str, thumbnail: bool, etag: str) -> Response:
-    for client in clients_of(request):
-        try:
-            upstream = await client.board_repo.aimage_headers(image_name, thumbnail=thumbnail)
-            break
-        except NotFoundError:
-            continue
-    else:
-        raise NotFound(f"image {image_name} not found")
+    upstream = await from_any_server(
+        request,
+        lambda client: client.board_repo.aimage_headers(image_name, thumbnail=thumbnail),
+        what=f"image {image_name}",
+    )
     headers = {"etag": etag}
     if "cache-control" in upstream:
         headers["cache-control"] = upstream["cache-control"]
