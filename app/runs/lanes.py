@@ -81,6 +81,13 @@ class Lane:
             return False
         return not remote.healthy and remote.expires_at > utcnow()
 
+    @property
+    def accepts_pending(self) -> bool:
+        """Whether a run placed here may be accepted now and sent in the background: its
+        events are followed here, or by another replica that has not reported it down (a run
+        then waits for whoever follows the server next)."""
+        return self.follower.events_connected if self.active else not self.known_down
+
     def unfinished(self) -> int:
         """Runs of this lane being placed, sent or followed (by its holder, when remote)."""
         if self.active:

@@ -130,4 +130,8 @@ class Rescue:
             registry.end_enqueue(run.id)
         logger.warning("run %s moved from InvokeAI server %s to %s", run.id, old.name, new.name)
         run.backend, run.item_id, run.session_id = self.service.backend_of(new), None, None
-        new.dispatcher.dispatch(run, prepared)
+        if new.active:
+            new.dispatcher.dispatch(run, prepared)
+        else:  # only the replica following a server sends to it: once, after a look-up
+            assert self.service.cluster is not None
+            self.service.cluster.wake(new)

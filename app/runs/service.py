@@ -197,7 +197,7 @@ class RunService:
         # Followed events mean InvokeAI answers: accept now, enqueue in the background. A
         # server another replica follows is sent its runs by that replica (or by whoever
         # takes its lease over, when that replica is gone): accepted unless known down.
-        pending = lane.follower.events_connected if lane.active else not lane.known_down
+        pending = lane.accepts_pending
         if not lane.active and not pending:
             raise ServerRefused(f"InvokeAI server {lane.name} is unreachable")
         run.status = RunStatus.queued.value if pending else SUBMITTING

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from app.core.errors import InputInvalid, InvokeAIUnavailable, NotFound
+from app.core.errors import InputInvalid, InvokeAIUnavailable, NotFound, ServerRefused
 from app.db import claims, sweeps
 from app.db.claims import Claim
 from app.db.tables import Run, RunStatus, Sweep, Workflow, utcnow
@@ -77,7 +77,7 @@ class SweepService:
             IdempotencyConflict: the key was used with another request.
             InputInvalid: bad shape or values (the run's place, index and label named).
             TooManyRuns: its runs would pass the cap on unfinished runs.
-            InvokeAIUnavailable: InvokeAI's events are not followed right now.
+            InvokeAIUnavailable: no server's events are followed right now.
         """
         if req.key is not None and (earlier := await self._replay(req)) is not None:
             return earlier, True
@@ -87,8 +87,8 @@ class SweepService:
 
     async def _submit_on(self, lane: Lane, sweep: Sweep, req: SweepRequest) -> tuple[Sweep, bool]:
         """Plan and claim every run of the sweep on one server (one batch, in order)."""
-        if not lane.follower.events_connected:
-            raise InvokeAIUnavailable("InvokeAI is unreachable: the batch was not submitted")
+        if not lane.accepts_pending:
+            raise ServerRefused(f"InvokeAI server {lane.name} is unreachable: not submitted")
         planned = await self._plan(lane, sweep, req)
         sweep.one_batch = planned.one_batch is not None
         for _attempt in range(CLAIM_ATTEMPTS):
@@ -99,7 +99,11 @@ class SweepService:
             if claim is Claim.FULL:
                 raise self.runs.too_many()
             if claim is Claim.CLAIMED:
-                self._dispatch(lane, planned)
+                if lane.active:
+                    self._dispatch(lane, planned)
+                else:  # the replica following the server sends them (after a look-up)
+                    assert self.runs.cluster is not None
+                    self.runs.cluster.wake(lane)
                 return sweep, False
             if (earlier := await self._replay(req)) is not None:
                 return earlier, True
@@ -171,8 +175,8 @@ class SweepService:
                 )
                 runs.append(run)
                 prepared.append(Prepared(handle, body, run.inputs))
-        except APIConnectionError as exc:
-            raise InvokeAIUnavailable(f"InvokeAI is unreachable: {exc}") from exc
+        except APIConnectionError as exc:  # before any claim: nothing recorded
+            raise ServerRefused(f"InvokeAI is unreachable: {exc}") from exc
         combined = one_batch_body([p.body for p in prepared], sweep_targets(handle, req.vary))
         if combined is not None:
             return _Planned(runs, prepared, Prepared(handle, combined, {}))

@@ -90,6 +90,23 @@ async def _all_done(http: httpx.AsyncClient, ids: list[str]) -> list[dict[str, A
     return runs
 
 
+async def _one_sweep_each(
+    one: httpx.AsyncClient, two: httpx.AsyncClient, workflow_id: str
+) -> list[dict[str, Any]]:
+    """A sweep of three seeds posted to each replica; each, once all its runs are over."""
+    body = {"inputs": {"0": 32, "1": 32}, "vary": {"3": [1011, 1012, 1013]}}
+    posted = [
+        await http.post(f"/workflows/{workflow_id}/batches", json=body) for http in (one, two)
+    ]
+    assert all(p.status_code == 202 for p in posted), [p.text for p in posted]
+
+    async def over(batch_id: str) -> dict[str, Any] | None:
+        batch: dict[str, Any] = (await one.get(f"/batches/{batch_id}")).json()
+        return batch if batch["status"] in DONE else None
+
+    return [await wait_until(lambda p=p: over(p.json()["id"]), timeout=60) for p in posted]
+
+
 def _stored_events(database: str) -> dict[str, list[tuple[int, str]]]:
     engine = create_engine(database)
     with engine.connect() as connection:
@@ -170,7 +187,10 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
                 ]
             runs = await wait_until(lambda: _all_done(one, ids), timeout=300, interval=1.0)
             keyed, deadline = await _one_key_and_one_deadline(one, two, workflow["id"])
-            await wait_until(lambda: len(receiver.snapshot()) >= RUNS + 1, timeout=60)
+            sweeps = await _one_sweep_each(one, two, workflow["id"])
+            swept = [r["run_id"] for sweep in sweeps for r in sweep["runs"]]
+            wanted = RUNS + 1 + len(swept)
+            await wait_until(lambda: len(receiver.snapshot()) >= wanted, timeout=60)
             await asyncio.sleep(1.0)  # anything late (a second delivery) would show now
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,16 +207,22 @@ async def test_two_replicas_send_each_run_once_and_share_its_events(
         kinds = [kind for _, kind in stored[run_id]]
         assert kinds.count("run.queued") == 1 and kinds.count("run.succeeded") == 1, kinds
     # Each delivery made once (each is its own webhook-id), all signed alike: one per run
-    # that succeeded (the 200, and the one of the Idempotency-Key).
+    # that succeeded (the 200, the one of the Idempotency-Key, and the sweeps').
     received = receiver.snapshot()
     delivered = sorted(json.loads(r.body)["data"]["run_id"] for r in received)
-    assert delivered == sorted([*ids, keyed[0]]) and all(r.verified for r in received)
+    assert delivered == sorted([*ids, keyed[0], *swept]) and all(r.verified for r in received)
     assert len({r.headers["webhook-id"] for r in received}) == len(received)
     # One Idempotency-Key sent to both replicas at once: one run. A Cancel-After deadline
     # set through either replica fires once.
     assert len(set(keyed)) == 1
     kinds = [kind for _, kind in stored[deadline]]
     assert kinds[-1] == "run.canceled" and kinds.count("run.canceled") == 1, kinds
+    # A sweep accepted by either replica (one of them follows no server) runs once, in order.
+    for sweep in sweeps:
+        assert sweep["counts"]["succeeded"] == 3, sweep
+        sweep_runs = [r["run_id"] for r in sweep["runs"]]
+        assert [[k for _, k in stored[r]].count("run.queued") for r in sweep_runs] == [1, 1, 1]
+        assert [len(r["outputs"][0]["image_names"]) for r in sweep["runs"]] == [1, 1, 1]
     # The reader on replica two saw every event of the runs sent to replica one, in order.
     for run_id in via_one:
         live = [(e["id"], e["event"]) for e in seen_on_two if e["run_id"] == run_id]
