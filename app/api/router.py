@@ -13,6 +13,7 @@ from app.api.routes import (
     images,
     models,
     runs,
+    videos,
     webhooks,
     workflows,
 )
@@ -28,6 +29,7 @@ api_router.include_router(batches.router)
 
 api_router.include_router(events.router)
 api_router.include_router(images.router)
+api_router.include_router(videos.router)
 api_router.include_router(boards.router)
 api_router.include_router(models.router)
 api_router.include_router(backends.router)

@@ -127,6 +127,7 @@ class _OutputData(_Payload):
     node_type: str | None = None
     label: str | None = None
     image_names: list[str] = []
+    video_names: list[str] = []
     board_id: str | None = None
     values: list[Any] = []
 
@@ -189,7 +190,7 @@ EVENT_SPECS: dict[RunEventType, EventSpec] = {
     RunEventType.run_succeeded: EventSpec(
         SucceededData,
         "the run finished; `outputs` has one entry per output node (`GET /runs/{id}` adds "
-        "image URLs)",
+        "image and video URLs)",
         webhook_name="completed",
         terminal=True,
     ),

@@ -20,6 +20,7 @@ __all__ = [
     "RunLinks",
     "RunOutput",
     "RunPublic",
+    "RunVideo",
     "RunsPublic",
 ]
 
@@ -64,6 +65,13 @@ class RunImage(SQLModel):
     thumbnail_url: str
 
 
+class RunVideo(SQLModel):
+    """One output video (an MP4 file) with its gateway URL."""
+
+    video_name: str
+    url: str
+
+
 class RunOutput(SQLModel):
     """What one output node produced."""
 
@@ -72,6 +80,8 @@ class RunOutput(SQLModel):
     node_type: str | None = None
     images: list[RunImage] = []
     image_names: list[str] = []
+    videos: list[RunVideo] = []
+    video_names: list[str] = []
     board_id: str | None = None
     values: list[Any] = []
 

@@ -44,6 +44,11 @@ def image_path(image_name: str, suffix: str = "") -> str:
     return f"/images/i/{segment(image_name)}{suffix}"
 
 
+def video_path(video_name: str, suffix: str = "") -> str:
+    """The API path of one video (an MP4 a video node such as Wan's latents-to-video made)."""
+    return f"/videos/i/{segment(video_name)}{suffix}"
+
+
 class BoardRepository:
     """Boards and their images on one server (``client.board_repo``).
 
@@ -284,3 +289,28 @@ class BoardRepository:
         return True
 
     image_exists = sync_twin(aimage_exists)
+
+    # -- videos, by name ------------------------------------------------------------------
+
+    async def adownload_video(self, video_name: str) -> bytes:
+        """The whole MP4 file of a video.
+
+        Raises:
+            NotFoundError: no video has this name.
+        """
+        return (await self._http.request("GET", video_path(video_name, "/full"))).content
+
+    download_video = sync_twin(adownload_video)
+
+    @contextlib.asynccontextmanager
+    async def aopen_video(
+        self, video_name: str, *, chunk_size: int | None = 1 << 20
+    ) -> AsyncIterator[ImageStream]:
+        """Open a video file for relaying, as ``aopen_image`` opens an image.
+
+        Raises:
+            NotFoundError: no video has this name (raised on entering, before any body).
+        """
+        path = video_path(video_name, "/full")
+        async with self._http.stream_bytes(path, chunk_size=chunk_size) as (_, headers, chunks):
+            yield ImageStream(headers, chunks)

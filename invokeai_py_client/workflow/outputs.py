@@ -30,6 +30,8 @@ class OutputImages(MappingAccess):
         label: the node's label, or its type when it has none.
         image_names: every image it produced, in iteration order.
         board_id: the board the node wrote to, ``None`` for uncategorized.
+        video_names: every video (MP4) it produced, in iteration order (Wan's latents to
+            video); ``board_repo.download_video`` fetches one.
     """
 
     node_id: str
@@ -37,6 +39,7 @@ class OutputImages(MappingAccess):
     label: str
     image_names: list[str] = field(default_factory=list)
     board_id: str | None = None
+    video_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -52,7 +55,8 @@ class OutputValue(MappingAccess):
 def map_outputs_to_images(
     defn: WorkflowDefinition, queue_item: Mapping[str, Any] | Any
 ) -> list[OutputImages]:
-    """One entry per output node: every non-intermediate invocation node that made images.
+    """One entry per output node: every non-intermediate invocation node that made images or
+    videos.
 
     Args:
         defn: the workflow that was submitted.
@@ -68,7 +72,8 @@ def map_outputs_to_images(
         if graph_node.get("is_intermediate", data.get("isIntermediate", False)):
             continue
         names = [name for result in results for name in _image_names(result)]
-        if names:
+        videos = [name for result in results for name in _media_names(result, "video_name")]
+        if names or videos:
             outputs.append(
                 OutputImages(
                     node_id=node_id,
@@ -76,6 +81,7 @@ def map_outputs_to_images(
                     label=_label(data),
                     image_names=names,
                     board_id=_board_id(graph_node),
+                    video_names=videos,
                 )
             )
     return outputs
@@ -84,7 +90,8 @@ def map_outputs_to_images(
 def map_output_values(
     defn: WorkflowDefinition, queue_item: Mapping[str, Any] | Any
 ) -> list[OutputValue]:
-    """The results of every node that produced no image (strings, integers, collections ...).
+    """The results of every node that produced no image nor video (strings, integers,
+    collections ...).
 
     Args:
         defn: the workflow that was submitted.
@@ -96,7 +103,7 @@ def map_output_values(
     """
     values = []
     for node_id, data, results in _node_results(defn, _session(queue_item)):
-        if any(_image_names(result) for result in results):
+        if any(_image_names(r) or _media_names(r, "video_name") for r in results):
             continue
         node_type = str(data.get("type", ""))
         values.append(OutputValue(node_id, node_type, _label(data), results))
@@ -135,11 +142,16 @@ def _path_key(path: Any) -> tuple[int, ...]:
 
 def _image_names(result: Mapping[str, Any]) -> list[str]:
     """Image names in a result: ``image`` fields, and lists of them (collections)."""
+    return _media_names(result, "image_name")
+
+
+def _media_names(result: Mapping[str, Any], key: str) -> list[str]:
+    """The ``key`` names (``image_name``, ``video_name``) of a result's fields and lists."""
     names = []
     for value in result.values():
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, Mapping) and isinstance(item.get("image_name"), str):
-                names.append(item["image_name"])
+            if isinstance(item, Mapping) and isinstance(item.get(key), str):
+                names.append(item[key])
     return names
 
 

@@ -16,7 +16,14 @@ def test_a_dataclass_result_by_key() -> None:
     assert out["node_id"] == out.node_id == "n1"
     assert out.get("image_names", []) == ["a.png"] and out.get("missing", 7) == 7
     assert "board_id" in out and "missing" not in out and 3 not in out
-    assert list(out.keys()) == ["node_id", "node_type", "label", "image_names", "board_id"]
+    assert list(out.keys()) == [
+        "node_id",
+        "node_type",
+        "label",
+        "image_names",
+        "board_id",
+        "video_names",
+    ]
     assert dict(out)["label"] == "Blur"  # dict() reads keys() and [key]
     with pytest.raises(KeyError):
         out["missing"]

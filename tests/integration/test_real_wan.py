@@ -21,11 +21,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
-from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition
+from invokeai_py_client import InvokeAIClient, IvkDnnModel, WorkflowDefinition, WorkflowHandle
 from invokeai_py_client.queue.models import IvkJob
 from tests.integration.test_real_sd3_cogview import assert_denoised_in_steps, run_with_progress
 from tests.support.editor_files import with_node_value, without_edges_from
@@ -71,16 +70,22 @@ def run(wf: Any, steps: int = STEPS) -> IvkJob:
 
 
 def video_of(
-    invokeai_url: str, job: IvkJob, size: int, frames: int, node_type: str = "wan_l2v"
+    client: InvokeAIClient,
+    wf: WorkflowHandle,
+    job: IvkJob,
+    size: int,
+    frames: int,
+    node_type: str = "wan_l2v",
 ) -> str:
     """The ``node_type`` node made one MP4 of ``size`` x ``size`` and ``frames`` frames (the
-    file's own video track says so, not only the node's result); its video name."""
+    file's own video track says so, not only the node's result), which the run's outputs name
+    and the client downloads; its video name."""
     (result,) = results_of_type(job, node_type)
     assert (result["width"], result["height"], result["num_frames"]) == (size, size, frames)
     name: str = result["video"]["video_name"]
-    response = httpx.get(f"{invokeai_url}/api/v1/videos/i/{name}/full", timeout=30)
-    response.raise_for_status()
-    track = video_track(response.content)
+    (output,) = [out for out in wf.map_outputs_to_images(job) if out.node_type == node_type]
+    assert (output.video_names, output.image_names) == ([name], [])
+    track = video_track(client.board_repo.download_video(name))
     assert (track.width, track.height, track.frames) == (size, size, frames)
     return name
 
@@ -162,7 +167,6 @@ def test_wan_image_to_image_conditions_on_the_picture(
 
 def test_wan_ti2v_text_to_video(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_ti2v: IvkDnnModel,
     shipped_workflows_dir: Path,
 ) -> None:
@@ -176,14 +180,13 @@ def test_wan_ti2v_text_to_video(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
     (loaded,) = results_of_type(job, "wan_model_loader")
     assert loaded["transformer"].get("transformer_low_noise") is None  # one transformer
 
 
 def test_wan_ti2v_image_to_video(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_ti2v: IvkDnnModel,
     shipped_workflows_dir: Path,
 ) -> None:
@@ -200,12 +203,11 @@ def test_wan_ti2v_image_to_video(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
 
 
 def test_wan_lightning_text_to_video_puts_each_lora_on_its_expert(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_t2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
     shipped_workflows_dir: Path,
@@ -220,14 +222,13 @@ def test_wan_lightning_text_to_video_puts_each_lora_on_its_expert(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
     high, low = tiny_wan_loras
     assert lora_keys(job, "wan_lora_loader") == ([high.key], [low.key])
 
 
 def test_wan_lightning_text_to_video_with_a_concept_lora(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_t2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
     tiny_wan_concept_lora: IvkDnnModel,
@@ -244,7 +245,7 @@ def test_wan_lightning_text_to_video_with_a_concept_lora(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
     high, low = tiny_wan_loras
     assert lora_keys(job, "wan_lora_collection_loader") == (
         [high.key, tiny_wan_concept_lora.key],
@@ -257,7 +258,6 @@ I2V_SIZED = ("wan_i2v_ideal_dimensions", "wan_ref_image_encoder", "wan_video_den
 
 def test_wan_lightning_image_to_video(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_i2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
     shipped_workflows_dir: Path,
@@ -270,14 +270,13 @@ def test_wan_lightning_image_to_video(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
     (reference,) = results_of_type(job, "wan_ref_image_encoder")
     assert reference["ref_image"]["num_frames"] == FRAMES
 
 
 def test_wan_lightning_interpolates_two_images(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_i2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
     shipped_workflows_dir: Path,
@@ -290,12 +289,11 @@ def test_wan_lightning_interpolates_two_images(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
 
 
 def test_wan_lightning_image_to_video_with_a_concept_lora(
     client: InvokeAIClient,
-    invokeai_url: str,
     tiny_wan_i2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
     tiny_wan_concept_lora: IvkDnnModel,
@@ -311,7 +309,7 @@ def test_wan_lightning_image_to_video_with_a_concept_lora(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, FRAMES)
+    video_of(client, wf, job, SIZE, FRAMES)
     assert tiny_wan_concept_lora.key in lora_keys(job, "wan_lora_collection_loader")[1]
 
 
@@ -337,7 +335,7 @@ def source_video(
             ),
             lightning(tiny_wan_t2v, tiny_wan_loras, Width=SIZE, Height=SIZE),
         )
-        return video_of(invokeai_url, run(wf), SIZE, FRAMES)
+        return video_of(client, wf, run(wf), SIZE, FRAMES)
 
 
 @pytest.mark.parametrize(
@@ -350,7 +348,6 @@ def source_video(
 )
 def test_wan_lightning_extends_a_video(
     client: InvokeAIClient,
-    invokeai_url: str,
     source_video: str,
     tiny_wan_i2v: IvkDnnModel,
     tiny_wan_loras: tuple[IvkDnnModel, IvkDnnModel],
@@ -369,4 +366,4 @@ def test_wan_lightning_extends_a_video(
 
     job = run(wf)
 
-    video_of(invokeai_url, job, SIZE, EXTENDED_FRAMES, node_type="video_concat")
+    video_of(client, wf, job, SIZE, EXTENDED_FRAMES, node_type="video_concat")
