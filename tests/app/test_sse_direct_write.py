@@ -10,6 +10,7 @@ whatever the socket's buffer takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -55,7 +56,6 @@ async def _writer_and_peer() -> tuple[asyncio.WriteTransport, int, socket.socket
 
 async def _read_all(peer: socket.socket, size: int) -> bytes:
     loop = asyncio.get_running_loop()
-    peer.setblocking(False)
     got = bytearray()
     while len(got) < size:
         chunk = await asyncio.wait_for(loop.sock_recv(peer, 1 << 16), 10)
@@ -66,13 +66,20 @@ async def _read_all(peer: socket.socket, size: int) -> bytes:
 
 async def _writes_in_order_with_nothing_lost() -> None:
     transport, fd, peer = await _writer_and_peer()
-    # Far more than the socket takes: the rest of the first goes to the transport's buffer,
-    # and the second (and third) must queue behind it, not reach the socket before it.
+    # Far more than the socket takes: the rest of each frame goes to the transport's buffer.
     frames = [bytes([65 + n]) * 1_000_000 for n in range(3)]
+    peer.setblocking(False)
+    early = b""
     for frame in frames:
         wire.write_direct(transport, fd, frame)
-    assert transport.get_write_buffer_size() > 0  # the socket did not take it all
-    assert await _read_all(peer, 3_000_000) == b"".join(frames)
+        assert transport.get_write_buffer_size() > 0  # the socket did not take it all
+        # The peer reads, the loop does not run: the socket has room again while the
+        # transport still holds the rest of the frame, which the next frame must not overtake.
+        with contextlib.suppress(BlockingIOError):
+            early += peer.recv(1 << 16)
+    assert early  # the first frame's start came straight from the socket
+    got = early + await _read_all(peer, 3_000_000 - len(early))
+    assert got == b"".join(frames)
     transport.close()
     peer.close()
 
