@@ -113,17 +113,14 @@ class ReaderProcesses:
         host, port = gateway.removeprefix("http://").rsplit(":", 1)
         self._folder = tempfile.TemporaryDirectory()
         shares = [count // processes + (i < count % processes) for i in range(processes)]
-        self._outputs = [Path(self._folder.name, f"readers-{i}.pickle") for i in range(processes)]
+        shares = [share for share in shares if share]  # fewer streams than processes
+        self._outputs = [Path(self._folder.name, f"readers-{i}.pickle") for i in range(len(shares))]
         command = [sys.executable, "-m", "benchmarks._epoll_readers", host, port, path]
         self._children = [
             subprocess.Popen(
-                [*command, str(share), str(out)],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                text=True,
+                [*command, str(share), str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
             )
             for share, out in zip(shares, self._outputs, strict=True)
-            if share
         ]
 
     def wait_ready(self) -> None:
@@ -140,7 +137,7 @@ class ReaderProcesses:
     def results(self, timeout: float = DEADLINE_SECONDS + 30) -> list[Chunks]:
         """Wait for every stream to end; what each received."""
         got: list[Chunks] = []
-        for child, out in zip(self._children, self._outputs, strict=False):
+        for child, out in zip(self._children, self._outputs, strict=True):
             if child.wait(timeout) != 0:
                 raise RuntimeError(f"a reader process failed (exit {child.returncode})")
             got += pickle.loads(out.read_bytes())
