@@ -2,13 +2,21 @@
 
 Each runs on its own thread and loop, so it observes the server's events without sharing
 anything with the contender under test; both read the same broadcast on loopback.
+``NodeCompleteListenerProcess`` runs in a process of its own: a thread still shares the GIL
+with the process's other threads, and beside 1,000 readers busy with an event the listener's
+stamp came late (a reader's delay came out negative).
+
+    python -m benchmarks._listener URL    # the child: one line per node completed
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Self
 
 import socketio
@@ -107,3 +115,58 @@ class BatchEnqueuedListener(_ArrivalListener):
 
     async def _on_enqueued(self, data: dict[str, Any]) -> None:
         self._record(str(data["batch_id"]))
+
+
+class NodeCompleteListenerProcess:
+    """``NodeCompleteListener`` in a child process; ``seen`` fills as the child reports.
+
+    The child prints ``item_id node_id stamp`` per node completed (``time.perf_counter``:
+    CLOCK_MONOTONIC on Linux, shared by every process, so the stamps compare with this
+    process's and the readers' processes').
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: dict[tuple[int, str], float] = {}
+        self._child: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+
+    def __enter__(self) -> Self:
+        root = Path(__file__).resolve().parents[1]
+        command = [sys.executable, "-m", "benchmarks._listener", self.url]
+        self._child = subprocess.Popen(
+            command, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._child.stdout is not None
+        if self._child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the listener process ended early (exit {self._child.wait()})")
+        self._thread.start()
+        return self
+
+    def _collect(self) -> None:
+        assert self._child is not None and self._child.stdout is not None
+        for line in self._child.stdout:
+            item, node, stamp = line.split()
+            self.seen.setdefault((int(item), node), float(stamp))
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._child is not None and self._child.stdin is not None
+        self._child.stdin.close()  # the child's signal to disconnect and end
+        self._child.wait(timeout=30)
+        self._thread.join(timeout=5)
+
+
+class _PrintingListener(NodeCompleteListener):
+    async def _on_complete(self, data: dict[str, Any]) -> None:
+        stamp = time.perf_counter()
+        print(f"{int(data['item_id'])} {data['invocation_source_id']} {stamp!r}", flush=True)
+
+
+def _child(url: str) -> None:
+    with _PrintingListener(url):
+        print("ready", flush=True)
+        sys.stdin.read()  # until the parent closes it
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

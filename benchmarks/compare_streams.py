@@ -3,11 +3,17 @@
 5. 1, 100 and 1,000 SSE subscribers on one run. Every stream opens while InvokeAI's processor
    is paused and has read its first event before the run is let go, so all of them are live
    when the nodes complete. The delay of each ``node.completed`` on each stream is measured from
-   InvokeAI's own ``invocation_complete`` (an independent Socket.IO listener, same clock) to
-   the moment the bytes of that event reached the reader's process. The readers are bare
-   ``asyncio.Protocol`` connections sharing one process and event loop: ``data_received``
-   only stamps the time and keeps the bytes, which are parsed after the run, so the readers'
-   own parsing is not counted as the gateway's delay; see benchmarks/README.md.
+   InvokeAI's own ``invocation_complete`` to the moment the bytes of that event were read by
+   the reader's process. Both ends run in processes of their own, and their stamps are
+   ``time.perf_counter`` (CLOCK_MONOTONIC, one clock for every process):
+   - InvokeAI's side: an independent Socket.IO listener (``NodeCompleteListenerProcess``). On a
+     thread of the readers' process it waited for the GIL behind 1,000 readers and stamped late,
+     which made the gateway look faster than it was (some delays came out negative);
+   - the readers (``benchmarks._epoll_readers``): raw non-blocking sockets on ``epoll``, one
+     ``recv`` per ready socket, stamped then; parsed after the run. They are spread over
+     ``READER_PROCESSES`` processes; they share the 2 cores with the gateway and InvokeAI, so
+     the time the readers' process waits for a core is part of the figure.
+   See benchmarks/README.md.
 6. A 20 MB PNG through the gateway and directly (reuses gateway_bench's helpers).
 """
 
@@ -23,10 +29,15 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from ._listener import NodeCompleteListener
+from ._epoll_readers import ReaderProcesses
+from ._listener import NodeCompleteListenerProcess
 from .gateway_bench import image_downloads, rss_mb
 
 Received = tuple[str, str, float]
+# Processes the readers are spread over. At 1,000 readers on the loaded 2-core machine, four
+# alternating rounds (2 runs each) gave p50 41, 33, 113, 44 ms with two processes against 161,
+# 69, 89, 118 ms with one: noisy, but the kernel can serve two readers' processes on both cores.
+READER_PROCESSES = 2
 
 
 class RssSampler:
@@ -139,39 +150,41 @@ async def _follow(gateway: str, path: str, ready: asyncio.Semaphore) -> list[Rec
     return parse_stream(reader.chunks)
 
 
-async def _one_run(
+def _one_run(
     invokeai: str, gateway: str, workflow_id: str, subscribers: int, salt: int
 ) -> list[list[Received]]:
-    async with httpx.AsyncClient(timeout=120) as http:
-        processor = f"{invokeai}/api/v1/queue/default/processor"
-        (await http.put(f"{processor}/pause")).raise_for_status()
+    processor = f"{invokeai}/api/v1/queue/default/processor"
+    with httpx.Client(timeout=120) as http:
+        http.put(f"{processor}/pause").raise_for_status()
+        readers = None
         try:
             body = {"inputs": {"1": 1.0 + salt / 1000}}
-            response = await http.post(f"{gateway}/workflows/{workflow_id}/runs", json=body)
+            response = http.post(f"{gateway}/workflows/{workflow_id}/runs", json=body)
             response.raise_for_status()
             path = f"/runs/{response.json()['id']}/events"
-            ready = asyncio.Semaphore(0)
-            readers = [
-                asyncio.create_task(_follow(gateway, path, ready)) for _ in range(subscribers)
-            ]
-            for _ in range(subscribers):
-                await asyncio.wait_for(ready.acquire(), 120)
+            readers = ReaderProcesses(gateway, path, subscribers, READER_PROCESSES)
+            readers.wait_ready()
+        except BaseException:
+            if readers is not None:
+                readers.close()
+            raise
         finally:
-            (await http.put(f"{processor}/resume")).raise_for_status()
-        return list(await asyncio.wait_for(asyncio.gather(*readers), 300))
+            http.put(f"{processor}/resume").raise_for_status()
+    try:
+        return [parse_stream(chunks) for chunks in readers.results()]
+    finally:
+        readers.close()
 
 
 def fan_out(
     invokeai: str, gateway: str, pid: int, workflow_id: str, subscribers: int, runs: int
 ) -> FanOut:
     result = FanOut(subscribers)
-    with NodeCompleteListener(invokeai) as listener:
+    with NodeCompleteListenerProcess(invokeai) as listener:
         for r in range(runs):
             result.rss_before = max(result.rss_before, rss_mb(pid))
             with RssSampler(pid) as sampler:
-                streams = asyncio.run(
-                    _one_run(invokeai, gateway, workflow_id, subscribers, 10_000 + r)
-                )
+                streams = _one_run(invokeai, gateway, workflow_id, subscribers, 10_000 + r)
             result.rss_peak = max(result.rss_peak, sampler.peak)
             time.sleep(0.3)  # the listener's last events
             _collect(result, streams, listener.seen)

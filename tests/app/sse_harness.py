@@ -22,6 +22,7 @@ from app.core.errors import install_handlers
 from app.db.engine import make_engine
 from app.db.outbox import StoredEvent
 from app.db.tables import Run, RunEvent, Workflow
+from app.main import GatewayAPI
 from app.streaming.broker import InMemoryEventBroker
 from tests.app.live_server import serve
 
@@ -81,7 +82,7 @@ def build_app(tmp_path: Path, *, ping: float, queue_size: int) -> FastAPI:
     settings = Settings(data_dir=tmp_path, sse_ping_seconds=ping)
     engine = make_engine(settings.database_url)
     SQLModel.metadata.create_all(engine)
-    app = FastAPI()
+    app = GatewayAPI()  # keeps the server's send: streams write straight to the socket
     install_handlers(app)
     app.include_router(events_routes.router)
     app.state.settings = settings
