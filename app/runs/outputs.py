@@ -81,7 +81,12 @@ def outputs_with_urls(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         video_names = list(out.get("video_names") or [])
         videos = [{"video_name": n, "url": video_url(n)} for n in video_names]
         shown.append(
-            {**out, "image_names": names, "images": images}
-            | {"video_names": video_names, "videos": videos}
+            {
+                **out,
+                "image_names": names,
+                "images": images,
+                "video_names": video_names,
+                "videos": videos,
+            }
         )
     return shown

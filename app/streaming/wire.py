@@ -215,10 +215,8 @@ def write_direct(transport: asyncio.WriteTransport, fd: int, data: bytes) -> Non
         return
     try:
         written = os.write(fd, data)
-    except BlockingIOError:
-        written = 0
-    except OSError:  # a reset or closed peer: the transport meets it too, and closes
-        written = 0
+    except OSError:  # full (BlockingIOError), or a reset or closed peer: the transport
+        written = 0  # buffers the bytes, or meets the error too and closes
     if written < len(data):
         transport.write(data[written:] if written else data)
 

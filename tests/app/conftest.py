@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from app.core.config import Settings
 from app.main import create_app
@@ -111,6 +112,33 @@ async def register(http: httpx.AsyncClient, workflow: dict[str, Any]) -> dict[st
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def run_by_labels(
+    http: httpx.AsyncClient, workflow: dict[str, Any], by_label: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Post a run with inputs given by form label, follow its SSE stream to ``run.succeeded``;
+    its finished record and its ``node.progress`` data, in order."""
+    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
+    body = {"inputs": {index[label]: value for label, value in by_label.items()}}
+    response = await http.post(f"/workflows/{workflow['id']}/runs", json=body)
+    assert response.status_code == 202, response.text
+    run = response.json()
+    kinds: list[str] = []
+    progress: list[dict[str, Any]] = []
+    async with aconnect_sse(http, "GET", run["links"]["events"]) as source:
+        async for sse in source.aiter_sse():
+            kinds.append(sse.event)
+            data = json.loads(sse.data)["data"]
+            if sse.event == "node.progress":
+                progress.append(data)
+    assert kinds[-1] == "run.succeeded", kinds
+    finished: dict[str, Any] = (await http.get(f"/runs/{run['id']}")).json()
+    # The terminal event names the same outputs as the run's record (less the URLs).
+    assert [o["video_names"] for o in data["outputs"]] == [
+        o["video_names"] for o in finished["outputs"]
+    ]
+    return finished, progress
 
 
 async def wait_until(

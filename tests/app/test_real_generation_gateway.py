@@ -21,7 +21,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from PIL import Image
 
 from invokeai_py_client import InvokeAIClient, IvkDnnModel
-from tests.app.conftest import load_json, register, wait_until
+from tests.app.conftest import load_json, register, run_by_labels, wait_until
 from tests.support.editor_files import denoise_steps, with_denoise
 
 pytestmark = pytest.mark.invokeai
@@ -37,28 +37,10 @@ async def test_text_to_image_sd15_through_the_gateway(
     http: httpx.AsyncClient, tiny_sd1: IvkDnnModel, shipped_workflows_dir: Path
 ) -> None:
     workflow = await register(http, load_json(shipped_workflows_dir / "Text to Image - SD1.5.json"))
-    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
     assert next(i for i in workflow["inputs"] if i["label"] == "model")["type"] == "model"
-    body = {
-        "inputs": {
-            index["model"]: tiny_sd1.key,
-            index["Positive Prompt"]: "a tiny test",
-            index["Width"]: 64,
-            index["Height"]: 64,
-        }
-    }
-    response = await http.post(f"/workflows/{workflow['id']}/runs", json=body)
-    assert response.status_code == 202, response.text
-    run = response.json()
+    values = {"model": tiny_sd1.key, "Positive Prompt": "a tiny test", "Width": 64, "Height": 64}
+    finished, progress = await run_by_labels(http, workflow, values)
 
-    kinds: list[str] = []
-    progress: list[dict[str, object]] = []
-    async with aconnect_sse(http, "GET", run["links"]["events"]) as source:
-        async for sse in source.aiter_sse():
-            kinds.append(sse.event)
-            if sse.event == "node.progress":
-                progress.append(json.loads(sse.data)["data"])
-    assert kinds[-1] == "run.succeeded", kinds
     assert len(progress) >= 2  # denoising steps, each relayed
     # InvokeAI sends each denoising step's progress twice; the stream carries it once.
     assert all(a != b for a, b in itertools.pairwise(progress)), progress
@@ -69,8 +51,6 @@ async def test_text_to_image_sd15_through_the_gateway(
     assert {p["total_steps"] for p in denoising} == {steps}
     counted = [p["step"] for p in denoising if p["step"] is not None]  # not "Loading model"
     assert counted == sorted(counted) and counted[-1] == steps  # counts up to the last step
-
-    finished = (await http.get(f"/runs/{run['id']}")).json()
     (image_name,) = [name for out in finished["outputs"] for name in out["image_names"]]
     png = (await http.get(f"/images/{image_name}")).content
     assert Image.open(io.BytesIO(png)).size == (64, 64)

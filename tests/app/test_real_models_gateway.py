@@ -9,17 +9,15 @@ over SSE step by step, and its output fetched through the gateway: a 64x64 PNG f
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 from PIL import Image
 
 from invokeai_py_client import IvkDnnModel
-from tests.app.conftest import load_json, register
+from tests.app.conftest import load_json, register, run_by_labels
 from tests.support.editor_files import with_node_value, without_edges_from
 from tests.support.mp4 import video_track
 
@@ -40,32 +38,6 @@ def _small(path: Path, node_type: str, **values: Any) -> dict[str, Any]:
     for field, value in values.items():
         with_node_value(data, node_type, field, value)
     return data
-
-
-async def _run(
-    http: httpx.AsyncClient, workflow: dict[str, Any], by_label: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Post a run with inputs given by form label; its finished record and its progress."""
-    index = {inp["label"]: str(inp["index"]) for inp in workflow["inputs"]}
-    body = {"inputs": {index[label]: value for label, value in by_label.items()}}
-    response = await http.post(f"/workflows/{workflow['id']}/runs", json=body)
-    assert response.status_code == 202, response.text
-    run = response.json()
-    kinds: list[str] = []
-    progress: list[dict[str, Any]] = []
-    async with aconnect_sse(http, "GET", run["links"]["events"]) as source:
-        async for sse in source.aiter_sse():
-            kinds.append(sse.event)
-            data = json.loads(sse.data)["data"]
-            if sse.event == "node.progress":
-                progress.append(data)
-    assert kinds[-1] == "run.succeeded", kinds
-    finished: dict[str, Any] = (await http.get(f"/runs/{run['id']}")).json()
-    # The terminal event names the same outputs as the run's record (less the URLs).
-    assert [o["video_names"] for o in data["outputs"]] == [
-        o["video_names"] for o in finished["outputs"]
-    ]
-    return finished, progress
 
 
 def _counted_steps(progress: list[dict[str, Any]], steps: int) -> list[int]:
@@ -101,7 +73,7 @@ async def test_sd35_and_cogview4_text_to_image_through_the_gateway(
     data = _small(shipped_workflows_dir / file, denoise, width=SIZE, height=SIZE, steps=3)
     workflow = await register(http, data)
 
-    finished, progress = await _run(http, workflow, {"model": model.key, **prompts})
+    finished, progress = await run_by_labels(http, workflow, {"model": model.key, **prompts})
 
     assert _counted_steps(progress, 3) == [0, 1, 2, 3]
     await _one_image(http, finished)
@@ -118,7 +90,9 @@ async def test_wan_text_to_video_through_the_gateway_serves_its_mp4(
     workflow = await register(http, data)
     values = {"Transformer": tiny_wan_ti2v.key, "Frames": FRAMES, "Steps": 2}
 
-    finished, progress = await _run(http, workflow, values | {"Positive Prompt": "a tiny wan"})
+    finished, progress = await run_by_labels(
+        http, workflow, values | {"Positive Prompt": "a tiny wan"}
+    )
 
     assert _counted_steps(progress, 2) == [1, 2]  # Wan's steps count from 1
     (output,) = [out for out in finished["outputs"] if out["videos"]]

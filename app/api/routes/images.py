@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -23,10 +24,10 @@ from app.api.deps import client_of, from_any_server, settings_of
 from app.core.errors import GatewayError, NotFound, PayloadTooLarge
 from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
 from invokeai_py_client import BoardHandle, InvokeAIClient
-from invokeai_py_client.board import BoardRepository
+from invokeai_py_client.board import BoardRepository, ImageStream
 from invokeai_py_client.exceptions import APIStatusError, NotFoundError
 
-__all__ = ["ImageUploaded", "router"]
+__all__ = ["ImageUploaded", "relay_from_any_server", "router"]
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -191,29 +192,46 @@ async def download_image(
     etag = _etag(image_name, thumbnail)
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return await _not_modified(request, image_name, thumbnail, etag)
+    return await relay_from_any_server(
+        request,
+        # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
+        lambda client: client.board_repo.aopen_image(
+            image_name, thumbnail=thumbnail, chunk_size=None
+        ),
+        what=f"image {image_name}",
+        media_type="application/octet-stream",
+        headers={"etag": etag},
+    )
+
+
+async def relay_from_any_server(
+    request: Request,
+    open_on: Callable[[InvokeAIClient], AbstractAsyncContextManager[ImageStream]],
+    *,
+    what: str,
+    media_type: str,
+    headers: Mapping[str, str] | None = None,
+) -> RelayResponse:
+    """Relay the file ``open_on`` opens on whichever InvokeAI server has it, with its
+    content type (``media_type`` when it gives none), length and caching headers, and
+    ``headers``.
+
+    Raises:
+        NotFound: no server has ``what``.
+    """
     stack = contextlib.AsyncExitStack()
+
+    async def opened(client: InvokeAIClient) -> ImageStream:
+        return await stack.enter_async_context(open_on(client))
+
     try:
-        upstream_headers, chunks = await _open_anywhere(request, stack, image_name, thumbnail)
+        upstream, chunks = await from_any_server(request, opened, what=what)
     except BaseException:
         await stack.aclose()
         raise
-    headers = {k: upstream_headers[k] for k in RELAYED_HEADERS if k in upstream_headers}
-    headers["etag"] = etag
-    media_type = headers.pop("content-type", "application/octet-stream")
-    return RelayResponse(chunks, stack, media_type=media_type, headers=headers)
-
-
-async def _open_anywhere(
-    request: Request, stack: contextlib.AsyncExitStack, image_name: str, thumbnail: bool
-) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
-    """The image's headers and body from whichever InvokeAI server has it."""
-
-    async def open_on(client: InvokeAIClient) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
-        # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
-        opening = client.board_repo.aopen_image(image_name, thumbnail=thumbnail, chunk_size=None)
-        return await stack.enter_async_context(opening)
-
-    return await from_any_server(request, open_on, what=f"image {image_name}")
+    relayed = {k: upstream[k] for k in RELAYED_HEADERS if k in upstream} | dict(headers or {})
+    content_type = relayed.pop("content-type", media_type)
+    return RelayResponse(chunks, stack, media_type=content_type, headers=relayed)
 
 
 def _etag(image_name: str, thumbnail: bool) -> str:

@@ -7,17 +7,13 @@ relayed.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response, StreamingResponse
 
-from app.api.deps import from_any_server
-from app.api.routes.images import RELAYED_HEADERS, RelayResponse
+from app.api.routes.images import relay_from_any_server
 from app.core.names import IMAGE_NAME_MAX_CHARS, IMAGE_NAME_PATTERN
-from invokeai_py_client import InvokeAIClient
 
 __all__ = ["router"]
 
@@ -37,18 +33,10 @@ async def download_video(
     video_name: Annotated[str, Path(pattern=IMAGE_NAME_PATTERN, max_length=IMAGE_NAME_MAX_CHARS)],
 ) -> Response:
     """Stream a video's MP4 file from InvokeAI."""
-    stack = contextlib.AsyncExitStack()
-
-    async def open_on(client: InvokeAIClient) -> tuple[Mapping[str, str], AsyncIterator[bytes]]:
+    return await relay_from_any_server(
+        request,
         # chunk_size=None: each piece as it comes off InvokeAI's socket, uncopied.
-        opening = client.board_repo.aopen_video(video_name, chunk_size=None)
-        return await stack.enter_async_context(opening)
-
-    try:
-        upstream, chunks = await from_any_server(request, open_on, what=f"video {video_name}")
-    except BaseException:
-        await stack.aclose()
-        raise
-    headers = {k: upstream[k] for k in RELAYED_HEADERS if k in upstream}
-    media_type = headers.pop("content-type", "video/mp4")
-    return RelayResponse(chunks, stack, media_type=media_type, headers=headers)
+        lambda client: client.board_repo.aopen_video(video_name, chunk_size=None),
+        what=f"video {video_name}",
+        media_type="video/mp4",
+    )
