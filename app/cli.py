@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +119,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+# Modules that the gateway's libraries import for features the gateway never uses, 110 of the
+# process's 1,200 modules: httpx's command line (click's colours, rich, pygments) and the HTTP
+# and WebSocket libraries of engineio's thread-based client (the gateway uses the asyncio one,
+# over aiohttp). Both libraries import them inside ``try: ... except ImportError``, so marking
+# them absent is what they already handle. Measured with ``benchmarks.cold_start_only``.
+UNUSED_BY_SERVE = ("httpx._main", "requests", "websocket")
+
+
+def _start_serve_process() -> None:
+    """Before the gateway's imports: mark ``UNUSED_BY_SERVE`` absent (``None`` in
+    ``sys.modules`` makes ``import`` raise ``ImportError``; only modules not imported yet),
+    about 8 MB and 50 ms less, and pause the garbage collector until the application is
+    built (``_serve``): its passes over the 200,000 objects that importing makes took 100 ms
+    of a one-second start and found 2,400 to free. Only in a ``serve`` process, whose code is
+    all the gateway's own."""
+    gc.disable()
+    for name in UNUSED_BY_SERVE:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _serve(settings: Settings, log_level: str) -> None:
     import uvicorn
 
@@ -126,8 +148,11 @@ def _serve(settings: Settings, log_level: str) -> None:
     json_logs: dict[str, Any] = {}
     if settings.log_format == "json":
         json_logs = {"log_config": None, "access_log": False}
+    app = create_app(settings)
+    gc.freeze()  # what the imports made lives as long as the process: no pass looks at it again
+    gc.enable()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
@@ -146,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "client_handler", None) is not None:
         return run_client_command(args)
     command = args.command
+    if command == "serve":
+        _start_serve_process()
     settings = settings_from_args(args)
     if command == "migrate":
         from app.db.engine import run_migrations

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
@@ -157,6 +156,8 @@ class Cluster:
     # -- notifications ----------------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
+        import psycopg  # a cluster's driver: a single replica on SQLite never loads it
+
         url = make_url(self.service.settings.database_url).set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
         while True:

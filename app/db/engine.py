@@ -119,6 +119,35 @@ def head_revision() -> str:
     return head
 
 
+def _create_at_head(url: str) -> bool:
+    """Create the tables of an empty SQLite database from the models and stamp it at the head
+    (what Alembic's documentation advises for a new database): a first start without
+    Alembic's import, about 0.15 s and 10 MB. False, touching nothing, if it has any table.
+
+    The migrations and the models describe one schema; ``tests/app/test_storage.py`` checks
+    both ways of making it against the models.
+    """
+    from app.db import openai_tables, tables, webhook_tables  # noqa: F401 (registers them)
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            if inspect(connection).get_table_names():
+                return False
+            tables.METADATA.create_all(connection)
+            connection.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"
+                " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+            connection.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:head)"),
+                {"head": head_revision()},
+            )
+        return True
+    finally:
+        engine.dispose()
+
+
 def _current_revision(url: str) -> str | None:
     engine = make_engine(url)
     try:
@@ -133,9 +162,13 @@ def _current_revision(url: str) -> str | None:
 
 def run_migrations(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision`` with Alembic (nothing to do, and Alembic
-    not even imported, when it is at the head already)."""
-    if revision == "head" and _current_revision(url) == head_revision():
-        return
+    not even imported, when it is at the head already or is a new SQLite file)."""
+    if revision == "head":
+        current = _current_revision(url)
+        if current == head_revision():
+            return
+        if current is None and url.startswith("sqlite") and _create_at_head(url):
+            return
     from alembic import command
 
     if not url.startswith("postgresql"):

@@ -108,14 +108,21 @@ class WebhookWorker:
         self._secrets = signing_secrets(self.settings)
         for secret in self._secrets:  # fail at start, not at the first delivery
             webhook_headers(b"", secret, msg_id="check", timestamp=0)
-        self._http = httpx.AsyncClient(
-            timeout=self.settings.webhook_timeout_seconds,
-            follow_redirects=False,  # a redirect could lead past the URL policy
-            trust_env=False,
-            transport=self._transport,
-            headers={"user-agent": f"invokeai-gateway/{gateway_version()}"},
-        )
         self._task = asyncio.create_task(self._run_forever(), name="gateway-webhook-worker")
+
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client of deliveries, made at the first one: its TLS context (the CA
+        bundle loaded) costs a start-up tens of milliseconds and a few MB that a gateway
+        without webhooks never needs."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_seconds,
+                follow_redirects=False,  # a redirect could lead past the URL policy
+                trust_env=False,
+                transport=self._transport,
+                headers={"user-agent": f"invokeai-gateway/{gateway_version()}"},
+            )
+        return self._http
 
     async def stop(self) -> None:
         """Stop sending; an attempt cut off here stays pending and is retried next start."""
@@ -176,7 +183,6 @@ class WebhookWorker:
             self._wake.set()  # room for the next due delivery (a backlog drains steadily)
 
     async def _send(self, delivery: WebhookDelivery) -> None:
-        assert self._http is not None
         try:
             target = await check_target(
                 delivery.url, allow_private=self.settings.webhook_allow_private
@@ -200,7 +206,7 @@ class WebhookWorker:
         started = time.perf_counter()
         try:
             response = await post_bounded(
-                self._http,
+                self._client(),
                 target.pinned_url(),
                 content=body,
                 headers=headers,
