@@ -156,6 +156,7 @@ def _serve(settings: Settings, log_level: str) -> None:
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        ws="none",  # no WebSocket routes: the upgrade is refused, its protocol never imported
         timeout_graceful_shutdown=5,
         **json_logs,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.support.workflow_factory import tiny_blur_workflow
 
+from . import _fan_out_floor as _fan_out_floor_module
 from . import compare_prep, compare_runs, compare_streams
 from ._legacy import WORK, legacy_python
 from ._report import Report, Row
@@ -233,6 +234,7 @@ def _fan_out(report: Report, ctx: compare_runs.Ctx, pid: int, plan: Plan) -> Non
             )
         )
         if subscribers == 1000:
+            _fan_out_floor(report, subscribers)
             met = row.median < 5 and row.p99 < 20
             CHECKS.append(
                 Check(
@@ -241,6 +243,18 @@ def _fan_out(report: Report, ctx: compare_runs.Ctx, pid: int, plan: Plan) -> Non
                     met,
                 )
             )
+
+
+def _fan_out_floor(report: Report, readers: int) -> None:
+    """What the machine alone costs for one event to ``readers`` sockets (no gateway)."""
+    delays = _fan_out_floor_module.floor_delays(readers)
+    note = (
+        "one 200-byte frame written to each socket by a plain loop of os.write, the readers "
+        "as above (benchmarks/_fan_out_floor.py): the least any server can take here"
+    )
+    report.add(
+        Row("5. SSE delivery delay", f"floor: {readers} raw socket writes", "ms", delays, "", note)
+    )
 
 
 def _prep(report: Report, invokeai: str, plan: Plan) -> None:

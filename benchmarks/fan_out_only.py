@@ -26,7 +26,9 @@ def main(readers: int, runs: int, profile: str | None) -> None:
         compare_streams.fan_out(invokeai, url, pid, workflow_id, 10, 1)  # warm-up
         spy = None
         if profile:
-            command = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "2000", "-o", profile]
+            # --nonblocking: sampling without stopping the gateway, which would delay its writes
+            command = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "1000"]
+            command += ["--nonblocking", "-o", profile]
             spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         for _ in range(runs):
