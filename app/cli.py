@@ -119,12 +119,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-# Modules that the gateway's libraries import for features the gateway never uses, 110 of the
-# process's 1,200 modules: httpx's command line (click's colours, rich, pygments) and the HTTP
+# Modules that the gateway's libraries import for features the gateway never uses, 180 of the
+# process's 1,200 modules: httpx's command line (click's colours, rich, pygments), the HTTP
 # and WebSocket libraries of engineio's thread-based client (the gateway uses the asyncio one,
-# over aiohttp). Both libraries import them inside ``try: ... except ImportError``, so marking
-# them absent is what they already handle. Measured with ``benchmarks.cold_start_only``.
-UNUSED_BY_SERVE = ("httpx._main", "requests", "websocket")
+# over aiohttp), and uvicorn's file watcher for --reload. Each library imports them inside
+# ``try: ... except ImportError``, so marking them absent is what it already handles.
+# Measured with ``benchmarks.cold_start_only``.
+UNUSED_BY_SERVE = ("httpx._main", "requests", "websocket", "watchfiles")
 
 
 def _start_serve_process() -> None:

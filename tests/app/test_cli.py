@@ -131,3 +131,38 @@ def test_a_password_on_the_command_line_is_refused(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, result.stderr
         assert "GATEWAY_DATABASE_URL" in result.stderr
+
+
+SERVE_PROBE = """
+import gc, sys
+from app import cli
+
+def fake_run(app, **options):
+    loaded = [n for n in cli.UNUSED_BY_SERVE if sys.modules.get(n) is not None]
+    print(gc.isenabled(), gc.get_freeze_count() > 10_000, loaded, options["ws"])
+
+def start_then_stub(start=cli._start_serve_process):
+    start()
+    import uvicorn  # only now, as ``serve`` itself imports it: after the modules are marked
+
+    uvicorn.run = fake_run
+
+cli._start_serve_process = start_then_stub
+cli.main(["serve", "--data-dir", sys.argv[1]])
+"""
+
+
+def test_serve_builds_the_app_with_the_collector_paused_and_hands_it_on_enabled(
+    tmp_path: Path,
+) -> None:
+    # What ``serve`` gives uvicorn: the collector back on, the imports' objects frozen, none
+    # of the modules it marks unused loaded (their libraries took the ImportError path).
+    found = subprocess.run(
+        [sys.executable, "-c", SERVE_PROBE, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split("\n")[0] == "True True [] none"
