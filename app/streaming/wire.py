@@ -42,7 +42,7 @@ import json
 import os
 import signal
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -51,7 +51,6 @@ from sse_starlette.sse import AppStatus
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.core.eager import Rest, run_eagerly
 from app.streaming.broker import Event, EventBroker, to_wire
 
 __all__ = [
@@ -61,6 +60,7 @@ __all__ = [
     "WireEvent",
     "encode_event",
     "keep_server_send",
+    "run_eagerly",
     "wire_cache",
     "write_direct",
 ]
@@ -126,6 +126,59 @@ def wire_cache(broker: EventBroker) -> WireCache:
 def ping_chunk() -> bytes:
     """A heartbeat: an SSE comment, which clients ignore (``: ping - <time>``)."""
     return ServerSentEvent(comment=f"ping - {datetime.now(UTC)}").encode()
+
+
+# -- running a send in the caller --------------------------------------------------------------
+
+
+class _Rest:
+    """The rest of a coroutine that ``run_eagerly`` ran up to its first suspension.
+
+    Awaiting it (in a task) hands the future the coroutine is waiting on to that task, then
+    drives the coroutine to its end, as the task would have from the start; a cancellation of
+    the awaiting task is thrown into the coroutine. (Python 3.12's eager tasks do the same.)
+    """
+
+    def __init__(self, coro: Generator[Any, Any, None], suspended_on: Any) -> None:
+        self._coro = coro
+        self._suspended_on = suspended_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, step = self._coro, self._suspended_on
+        while True:
+            try:
+                sent = yield step
+            except BaseException as exc:  # cancellation: the coroutine decides what it means
+                try:
+                    step = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration:
+                    return
+
+    def close(self) -> None:
+        """Abandon the coroutine (its ``finally`` blocks run now)."""
+        self._coro.close()
+
+
+def run_eagerly(awaitable: Awaitable[None]) -> _Rest | None:
+    """Run ``awaitable`` (a coroutine) now, in the caller, until it finishes or first waits.
+
+    Returns:
+        None when it finished without waiting; else its rest, to be awaited by a task.
+
+    Raises:
+        Whatever the coroutine raised before its first wait.
+    """
+    coro = awaitable.__await__()
+    try:
+        suspended_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, suspended_on)
 
 
 SERVER_SEND_KEY: Final = "gateway.server_send"
@@ -202,7 +255,7 @@ class Connection:
     def __init__(self, send: Send, *, send_timeout: float, server_send: Send | None = None) -> None:
         self._send = send
         self.send_timeout = send_timeout
-        self._blocked: Rest | None = None
+        self._blocked: _Rest | None = None
         self._cycle = _direct_cycle(server_send)
         self._fd = None if self._cycle is None else _socket_fd(self._cycle.transport)
 

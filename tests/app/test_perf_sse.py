@@ -9,7 +9,6 @@ import httpx
 import pytest
 from starlette.types import Message
 
-from app.core.eager import run_eagerly
 from app.streaming.broker import InMemoryEventBroker
 from app.streaming.wire import (
     Connection,
@@ -17,6 +16,7 @@ from app.streaming.wire import (
     SendTimeout,
     WireCache,
     encode_event,
+    run_eagerly,
     wire_cache,
 )
 
