@@ -318,7 +318,8 @@ class HttpCore:
         url = self.api_url(path)
         client = self._client()
         with map_transport_errors(url):
-            async with client.stream(method, url, headers=self.auth_headers(), **kwargs) as resp:
+            headers = {**self.auth_headers(), **(kwargs.pop("headers", None) or {})}
+            async with client.stream(method, url, headers=headers, **kwargs) as resp:
                 if not resp.is_success:
                     await resp.aread()
                     raise make_status_error(method, resp)
@@ -331,6 +332,7 @@ class HttpCore:
         *,
         chunk_size: int | None = 1 << 20,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[int, httpx.Headers, AsyncIterator[bytes]]]:
         """GET a large body (an image) straight from aiohttp, without httpx's stream layer.
 
@@ -341,18 +343,19 @@ class HttpCore:
         retries before the first byte and errors are those of ``request``. The connection goes
         back to the pool when the body was read to its end, and is closed when the block is
         left early. Without an aiohttp transport (a proxy from the environment, a test
-        transport) this falls back to ``stream``.
+        transport) this falls back to ``stream``. ``headers`` go with the request (a
+        ``Range``, for example: the status is then 206).
         """
         url = self.api_url(path)
         transport = self._raw_transport()
         if transport is None:
-            async with self.stream("GET", path, params=params) as resp:
+            async with self.stream("GET", path, params=params, headers=headers) as resp:
                 yield resp.status_code, resp.headers, resp.aiter_bytes(chunk_size)
             return
         session = transport.open_session()
         buffer = max(chunk_size or 0, STREAM_BUFFER_BYTES)
         response = await self._attempts(
-            "GET", path, None, lambda: self._send_raw(session, url, params, buffer)
+            "GET", path, None, lambda: self._send_raw(session, url, params, buffer, headers)
         )
         if not isinstance(response, aiohttp.ClientResponse):  # pragma: no cover
             raise AssertionError("a raw send succeeds only with an aiohttp response")
@@ -378,10 +381,11 @@ class HttpCore:
         url: str,
         params: Mapping[str, str] | None,
         buffer_size: int,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse | httpx.Response:
         """One GET through aiohttp: the open response on 2xx, else the failure, body read."""
         # Identity: the bytes relayed are the body itself (images are compressed already).
-        headers = {**self.auth_headers(), "Accept-Encoding": "identity"}
+        headers = {**self.auth_headers(), "Accept-Encoding": "identity", **(extra_headers or {})}
         timeout = client_timeout(self.timeout)
         with map_transport_errors(url), aiohttp_errors_as_httpx():
             response = await session.get(

@@ -37,6 +37,7 @@ class ImageStream(NamedTuple):
 
     headers: Mapping[str, str]  # case-insensitive (content-type, content-length, ...)
     chunks: AsyncIterator[bytes]
+    status: int = 200  # 206 for a byte range
 
 
 def image_path(image_name: str, suffix: str = "") -> str:
@@ -304,13 +305,28 @@ class BoardRepository:
 
     @contextlib.asynccontextmanager
     async def aopen_video(
-        self, video_name: str, *, chunk_size: int | None = 1 << 20
+        self,
+        video_name: str,
+        *,
+        chunk_size: int | None = 1 << 20,
+        byte_range: str | None = None,
     ) -> AsyncIterator[ImageStream]:
         """Open a video file for relaying, as ``aopen_image`` opens an image.
 
+        ``byte_range`` is an HTTP ``Range`` value (``"bytes=0-1023"``, ``"bytes=-500"``):
+        InvokeAI then answers 206 with those bytes (at most 1 MB of them; ask again for the
+        rest) and a ``Content-Range``, which is how a video player seeks.
+
         Raises:
             NotFoundError: no video has this name (raised on entering, before any body).
+            APIStatusError: 416 when the range lies past the end (its ``response`` has the
+                ``Content-Range`` with the size).
         """
         path = video_path(video_name, "/full")
-        async with self._http.stream_bytes(path, chunk_size=chunk_size) as (_, headers, chunks):
-            yield ImageStream(headers, chunks)
+        extra = {"Range": byte_range} if byte_range else None
+        async with self._http.stream_bytes(path, chunk_size=chunk_size, headers=extra) as (
+            status,
+            headers,
+            chunks,
+        ):
+            yield ImageStream(headers, chunks, status)

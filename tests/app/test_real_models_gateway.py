@@ -103,6 +103,24 @@ async def test_wan_text_to_video_through_the_gateway_serves_its_mp4(
     assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
     track = video_track(response.content)
     assert (track.width, track.height, track.frames) == (SIZE, SIZE, FRAMES)
+    await _seeks_by_byte_range(http, video["url"], response)
     # An unknown name is a clean 404.
     missing = await http.get("/videos/no-such-video.mp4")
     assert missing.status_code == 404 and "no-such-video.mp4" in missing.text
+
+
+async def _seeks_by_byte_range(http: httpx.AsyncClient, url: str, whole: httpx.Response) -> None:
+    """A player's seek: one byte range is relayed as InvokeAI's 206; one past the end is a
+    416 with the size; several ranges get the whole file."""
+    body, size = whole.content, len(whole.content)
+    assert whole.headers["accept-ranges"] == "bytes"
+    head = await http.get(url, headers={"Range": "bytes=0-99"})
+    assert (head.status_code, head.content) == (206, body[:100])
+    assert head.headers["content-range"] == f"bytes 0-99/{size}"
+    assert head.headers["content-length"] == "100"
+    tail = await http.get(url, headers={"Range": "bytes=-10"})
+    assert (tail.status_code, tail.content) == (206, body[-10:])
+    past = await http.get(url, headers={"Range": f"bytes={size + 5}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+    several = await http.get(url, headers={"Range": "bytes=0-1,5-6"})
+    assert (several.status_code, several.content) == (200, body)

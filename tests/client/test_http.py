@@ -193,3 +193,24 @@ async def test_a_non_json_success_is_our_error() -> None:
     with pytest.raises(APIResponseValidationError, match="text/html"):
         await client._http.get_json("/boards/%2F")
     await client.aclose()
+
+
+async def test_a_video_byte_range_goes_with_the_request_and_its_206_comes_back() -> None:
+    # A test transport takes the fallback path of ``stream_bytes`` (no aiohttp): the Range
+    # header must reach the server there too. The aiohttp path is proven against the real
+    # server (tests/app/test_real_models_gateway.py, Wan).
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("range"))
+        headers = {"content-range": "bytes 2-4/10", "content-type": "video/mp4"}
+        return httpx.Response(206, headers=headers, content=b"cde")
+
+    client = _client(httpx.MockTransport(handler))
+    async with client.board_repo.aopen_video("v.mp4", byte_range="bytes=2-4") as opened:
+        body = b"".join([chunk async for chunk in opened.chunks])
+    assert (opened.status, body, opened.headers["content-range"]) == (206, b"cde", "bytes 2-4/10")
+    async with client.board_repo.aopen_video("v.mp4") as whole:
+        assert whole.status == 206  # what the handler answers; no Range was sent
+    assert seen == ["bytes=2-4", None]
+    await client.aclose()

@@ -214,7 +214,7 @@ async def relay_from_any_server(
 ) -> RelayResponse:
     """Relay the file ``open_on`` opens on whichever InvokeAI server has it, with its
     content type (``media_type`` when it gives none), length and caching headers, and
-    ``headers``.
+    ``headers``; a byte range's 206 with its ``Content-Range``.
 
     Raises:
         NotFound: no server has ``what``.
@@ -225,13 +225,22 @@ async def relay_from_any_server(
         return await stack.enter_async_context(open_on(client))
 
     try:
-        upstream, chunks = await from_any_server(request, opened, what=what)
+        upstream = await from_any_server(request, opened, what=what)
     except BaseException:
         await stack.aclose()
         raise
-    relayed = {k: upstream[k] for k in RELAYED_HEADERS if k in upstream} | dict(headers or {})
+    found = upstream.headers
+    relayed = {k: found[k] for k in RELAYED_HEADERS if k in found} | dict(headers or {})
+    if upstream.status == 206:  # the byte range asked for (videos)
+        relayed["content-range"] = found.get("content-range", "")
     content_type = relayed.pop("content-type", media_type)
-    return RelayResponse(chunks, stack, media_type=content_type, headers=relayed)
+    return RelayResponse(
+        upstream.chunks,
+        stack,
+        status_code=upstream.status,
+        media_type=content_type,
+        headers=relayed,
+    )
 
 
 def _etag(image_name: str, thumbnail: bool) -> str:
@@ -276,10 +285,11 @@ class RelayResponse(StreamingResponse):
         chunks: AsyncIterator[bytes],
         stack: contextlib.AsyncExitStack,
         *,
+        status_code: int = 200,
         media_type: str,
         headers: Mapping[str, str],
     ) -> None:
-        super().__init__(chunks, media_type=media_type, headers=headers)
+        super().__init__(chunks, status_code=status_code, media_type=media_type, headers=headers)
         self._stack = stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
