@@ -32,7 +32,14 @@ __all__ = ["ImageUploaded", "relay_from_any_server", "router"]
 router = APIRouter(prefix="/images", tags=["images"])
 
 # Headers of InvokeAI's image response worth passing on to our caller.
-RELAYED_HEADERS = ("content-type", "content-length", "cache-control", "content-disposition")
+# content-range: only in a byte range's 206 (videos; no range is passed on for images).
+RELAYED_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-range",
+    "cache-control",
+    "content-disposition",
+)
 # Multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -231,8 +238,6 @@ async def relay_from_any_server(
         raise
     found = upstream.headers
     relayed = {k: found[k] for k in RELAYED_HEADERS if k in found} | dict(headers or {})
-    if upstream.status == 206:  # the byte range asked for (videos)
-        relayed["content-range"] = found.get("content-range", "")
     content_type = relayed.pop("content-type", media_type)
     return RelayResponse(
         upstream.chunks,
