@@ -23,7 +23,8 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-READER_PROCESSES = 2  # as scenario 5 (benchmarks.compare_streams.READER_PROCESSES)
+from benchmarks._epoll_readers import READER_PROCESSES, shares
+
 FRAME_BYTES = 200
 PAUSE_SECONDS = 0.05  # between events: each one meets idle readers
 
@@ -55,9 +56,7 @@ def floor_delays(readers: int, events: int = 20) -> list[float]:
     port = listener.getsockname()[1]
     context = multiprocessing.get_context("spawn")
     pipes, children = [], []
-    share = readers // READER_PROCESSES
-    for i in range(READER_PROCESSES):
-        count = share if i < READER_PROCESSES - 1 else readers - share * i
+    for count in shares(readers, READER_PROCESSES):
         ours, theirs = context.Pipe()
         child = context.Process(target=_reader, args=(port, count, events, theirs))
         child.start()

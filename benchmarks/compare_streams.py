@@ -29,15 +29,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from ._epoll_readers import ReaderProcesses
+from ._epoll_readers import READER_PROCESSES, ReaderProcesses
 from ._listener import NodeCompleteListenerProcess
 from .gateway_bench import image_downloads, rss_mb
 
 Received = tuple[str, str, float]
-# Processes the readers are spread over. At 1,000 readers on the loaded 2-core machine, four
-# alternating rounds (2 runs each) gave p50 41, 33, 113, 44 ms with two processes against 161,
-# 69, 89, 118 ms with one: noisy, but the kernel can serve two readers' processes on both cores.
-READER_PROCESSES = 2
 # Streams that have read their first event may still be ending their replay; the run starts
 # this long after, so that what is measured is the delivery of live events.
 SETTLE_SECONDS = 1.0
