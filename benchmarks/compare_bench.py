@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.support.workflow_factory import tiny_blur_workflow
 
 from . import _fan_out_floor as _fan_out_floor_module
-from . import compare_prep, compare_runs, compare_streams
+from . import _memory_floor, _post_floor, compare_prep, compare_runs, compare_streams
 from ._legacy import WORK, legacy_python
 from ._report import Report, Row
 from .gateway_bench import ROOT, gateway_process, register_tiny
@@ -210,6 +210,19 @@ def _submission(report: Report, ctx: compare_runs.Ctx, plan: Plan) -> None:
             held.ratio <= 1.2,
         )
     )
+    # The floor's calls are cheap (no InvokeAI): five times the scenario's, for a steady median.
+    _submission_floor(report, statistics.median(got.direct_held), 5 * plan.submissions)
+
+
+def _submission_floor(report: Report, direct_held: float, calls: int) -> None:
+    """What a bare FastAPI service takes to accept a POST durably, beside the time the 1.2x
+    target leaves the gateway before its enqueue (a fifth of InvokeAI's own)."""
+    got = _post_floor.post_floor(calls)
+    scenario = "3. submission floor (benchmarks/_post_floor.py)"
+    budget = f"the 1.2x target leaves {0.2 * direct_held:.2f} ms before the gateway's enqueue"
+    report.add(Row(scenario, "bare FastAPI: handler entered", "ms", got.entered, "", budget))
+    note = "one SQLite row committed on the event loop, no thread hop"
+    report.add(Row(scenario, "bare FastAPI: + row committed", "ms", got.committed, "", note))
 
 
 def _throughput(report: Report, ctx: compare_runs.Ctx, plan: Plan) -> None:
@@ -339,6 +352,9 @@ def _cold(report: Report, invokeai: str, plan: Plan) -> None:
         CHECKS.append(
             Check(f"8. idle RSS < 80 MB ({label})", f"{rss.median:.0f} MB", rss.median < 80)
         )
+    sizes, modules = _memory_floor.libraries_rss(plan.cold_starts)
+    note = f"a fresh interpreter importing the libraries only ({modules} modules, no app)"
+    report.add(Row("8. idle memory", "floor: the libraries alone", "MB", sizes, "", note))
 
 
 def targets_section() -> str:

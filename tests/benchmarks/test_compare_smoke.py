@@ -7,6 +7,8 @@ speeds: benchmarks measure speed, tests do not.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +50,12 @@ def test_submission_overhead_compares_gateway_to_direct(report: Report) -> None:
     assert len(held["gateway POST run"].samples) == len(gateway.samples)
     # InvokeAI announces the gateway's batch only after the gateway answered.
     assert min(held["gateway POST run"].samples) >= min(gateway.samples)
+    floor = _rows(report, "3. submission floor")
+    assert set(floor) == {"bare FastAPI: handler entered", "bare FastAPI: + row committed"}
+    entered, committed = floor.values()
+    assert len(entered.samples) == len(committed.samples) == 10
+    assert all(c >= e > 0 for e, c in zip(entered.samples, committed.samples, strict=True))
+    assert "the 1.2x target leaves" in entered.note
 
 
 def test_fan_out_streams_saw_the_whole_run(report: Report) -> None:
@@ -74,3 +82,16 @@ def test_rows_are_in_scenario_order_and_serialise(report: Report) -> None:
     md = report.markdown()
     assert md.count("\n| ") == len(report.rows) + 1  # header + one line per row
     json.dumps([r.samples for r in report.rows])
+
+
+def test_memory_floor_holds_only_libraries_the_gateway_imports() -> None:
+    """The floor of idle memory must not count a library the gateway does without."""
+    from benchmarks import _memory_floor
+
+    served_by_uvicorn = {"uvicorn", "uvicorn.protocols.http.httptools_impl", "uvloop"}
+    code = "import sys, app.main; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    missing = set(_memory_floor.LIBRARIES) - served_by_uvicorn - set(out.stdout.split())
+    assert not missing, f"app.main does not import {missing}"
+    sizes, modules = _memory_floor.libraries_rss(1)
+    assert sizes[0] > 0 and modules > len(_memory_floor.LIBRARIES)
