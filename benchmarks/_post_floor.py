@@ -118,7 +118,7 @@ def _wait_listening(http: httpx.Client, server: subprocess.Popen[bytes]) -> None
 def main(calls: int) -> None:
     got = post_floor(calls)
     print(
-        f"bare FastAPI POST: handler entered after {statistics.median(got.entered):.2f} ms, "
+        f"bare FastAPI POST: body read after {statistics.median(got.entered):.2f} ms, "
         f"a SQLite row committed after {statistics.median(got.committed):.2f} ms ({calls} calls)"
     )
 

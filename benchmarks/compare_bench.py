@@ -220,7 +220,7 @@ def _submission_floor(report: Report, direct_held: float, calls: int) -> None:
     got = _post_floor.post_floor(calls)
     scenario = "3. submission floor (benchmarks/_post_floor.py)"
     budget = f"the 1.2x target leaves {0.2 * direct_held:.2f} ms before the gateway's enqueue"
-    report.add(Row(scenario, "bare FastAPI: handler entered", "ms", got.entered, "", budget))
+    report.add(Row(scenario, "bare FastAPI: body read", "ms", got.entered, "", budget))
     note = "one SQLite row committed on the event loop, no thread hop"
     report.add(Row(scenario, "bare FastAPI: + row committed", "ms", got.committed, "", note))
 

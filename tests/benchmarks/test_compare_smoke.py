@@ -51,7 +51,7 @@ def test_submission_overhead_compares_gateway_to_direct(report: Report) -> None:
     # InvokeAI announces the gateway's batch only after the gateway answered.
     assert min(held["gateway POST run"].samples) >= min(gateway.samples)
     floor = _rows(report, "3. submission floor")
-    assert set(floor) == {"bare FastAPI: handler entered", "bare FastAPI: + row committed"}
+    assert set(floor) == {"bare FastAPI: body read", "bare FastAPI: + row committed"}
     entered, committed = floor.values()
     assert len(entered.samples) == len(committed.samples) == 10
     assert all(c >= e > 0 for e, c in zip(entered.samples, committed.samples, strict=True))
