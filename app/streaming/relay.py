@@ -206,6 +206,11 @@ async def relay(
     async with broker.subscribe(run_id=run_id, workflow_id=workflow_id, run_ids=run_ids) as sub:
         with _previews_to(connection, sub, previews, run_id=run_id, workflow_id=workflow_id):
             await _stream(connection, engine, sub, cursor, ping, run_id, workflow_id)
+    if cursor.done:
+        # Over: this reader has its last event. The response ends once that event has
+        # reached the others (a thousand streams ending between the writer's slices would
+        # hold the last readers back; see the broker's doc).
+        await broker.settled()
 
 
 async def _stream(

@@ -263,3 +263,70 @@ async def test_a_steady_flow_of_events_keeps_the_log_short() -> None:
         await settle()
     assert all(r == list(range(1, 301)) for r in received)
     assert longest < 20  # what one round lets pile up, not everything published
+
+
+# -- settled: what can wait for a fan-out under way ----------------------------------------------
+
+
+async def test_settled_returns_once_the_readers_still_due_have_the_event() -> None:
+    broker = InMemoryEventBroker()
+    readers = DELIVERY_SLICE * 3  # three slices, one per loop iteration
+    received: list[list[int]] = [[] for _ in range(readers)]
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(readers):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+            assert sub.attach(lambda events, n=n: received[n].extend(e["id"] for e in events))
+        await broker.publish(make_event(1))
+        await asyncio.sleep(0)  # the first slice has it
+        assert sum(r == [1] for r in received) == DELIVERY_SLICE
+        await asyncio.wait_for(broker.settled(), 5)
+        assert all(r == [1] for r in received)
+
+
+async def test_settled_is_bounded_under_a_steady_flow_of_events() -> None:
+    """Events published while it waits do not extend the wait: the writer never goes idle
+    here, and ``settled`` still returns once the readers due when it was called had theirs."""
+    broker = InMemoryEventBroker()
+    readers = DELIVERY_SLICE * 3
+    received: list[list[int]] = [[] for _ in range(readers)]
+    stop = asyncio.Event()
+
+    async def publish_forever() -> None:
+        for i in range(2, 10_000):
+            if stop.is_set():
+                return
+            await broker.publish(make_event(i))
+            await asyncio.sleep(0)
+
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(readers):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+            assert sub.attach(lambda events, n=n: received[n].extend(e["id"] for e in events))
+        await broker.publish(make_event(1))
+        flow = asyncio.create_task(publish_forever())
+        await asyncio.wait_for(broker.settled(), 5)
+        busy = bool(broker._rounds)
+        stop.set()
+        await flow
+        await settle()
+    assert busy  # returned while the writer still had work
+    assert all(r[0] == 1 for r in received)
+
+
+async def test_settled_returns_at_once_when_idle_and_on_close() -> None:
+    broker = InMemoryEventBroker()
+    idle = broker.settled().__await__()
+    with pytest.raises(StopIteration):  # finished without waiting
+        idle.send(None)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(DELIVERY_SLICE * 2):
+            sub = await stack.enter_async_context(broker.subscribe(run_id="r1"))
+            assert sub.attach(lambda events: None)
+        await broker.publish(make_event(1))
+        canceled = asyncio.create_task(broker.settled())
+        waiting = asyncio.create_task(broker.settled())
+        await asyncio.sleep(0)
+        canceled.cancel()
+        await broker.close()  # the writer's work is dropped; its next slice lets them go
+        await asyncio.wait_for(waiting, 5)
+    assert canceled.cancelled()

@@ -196,6 +196,50 @@ async def test_a_reader_arriving_after_the_end_gets_the_terminal_event_at_once(
     assert [int(e.id) for e in got] == [started, terminal]
 
 
+async def test_a_finished_stream_ends_once_the_broker_has_settled(tmp_path: Path) -> None:
+    """A stream whose run is over sends its terminal event at once and ends the response
+    only when the broker's delivery under way has settled (``EventBroker.settled``), so that
+    ending a thousand responses does not slow the delivery to the readers still waiting."""
+    async with running(tmp_path) as h:
+        gate = asyncio.Event()
+        settled_calls = 0
+        real_settled = h.broker.settled
+
+        async def gated() -> None:
+            nonlocal settled_calls
+            settled_calls += 1
+            await gate.wait()
+            await real_settled()
+
+        h.broker.settled = gated  # type: ignore[method-assign]
+        h.add_run("run-s")
+        got: list[str] = []
+        ended = asyncio.Event()
+
+        async def read() -> None:
+            async with (
+                httpx.AsyncClient(timeout=TIMEOUT) as http,
+                aconnect_sse(http, "GET", f"{h.url}/runs/run-s/events") as source,
+            ):
+                async for sse in source.aiter_sse():
+                    got.append(sse.event)
+            ended.set()
+
+        reader = asyncio.create_task(read())
+        await wait_for_subscribers(h, 1)
+        await run_to_completion(h, "run-s", progress_steps=1)
+        for _ in range(500):  # the terminal event arrives...
+            if "run.succeeded" in got:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert got[-1] == "run.succeeded" and settled_calls == 1
+        assert not ended.is_set()  # ...and the response stays open while the broker is busy
+        gate.set()
+        await asyncio.wait_for(reader, 10)
+    assert ended.is_set()
+
+
 # -- readers that stop reading, resuming mid-burst, shutdown (the direct-write path) ----------
 
 BIG = "x" * 256_000  # a few dozen of these fill any socket buffer on loopback
