@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import subprocess
 import sys
@@ -144,8 +145,19 @@ def _poll_ready(http: httpx.Client, url: str, proc: subprocess.Popen[bytes]) -> 
     raise RuntimeError("the gateway did not become ready in 60 s")
 
 
+def compile_sources() -> None:
+    """Write the bytecode of the project's packages, as installing them does (pip compiles an
+    installed package). A checkout under ``PYTHONDONTWRITEBYTECODE`` keeps whatever bytecode
+    it has, stale for every module edited since: each start would compile those again, and
+    the figure would measure the checkout's history (0.9-1.3 s against 0.83 s here)."""
+    for package in ("app", "invokeai_py_client"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def cold_starts(invokeai: str, times: int) -> dict[str, Any]:
-    """Alternates a fresh data folder with the folder of the previous start."""
+    """Alternates a fresh data folder with the folder of the previous start (the project's
+    bytecode written first: ``compile_sources``)."""
+    compile_sources()
     fresh: list[tuple[float, float]] = []
     reused: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as kept:
