@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from benchmarks.gateway_bench import free_port
+from benchmarks.gateway_bench import free_port, wait_ready
 
 WARM_UP = 20
 
@@ -41,6 +41,10 @@ def _app(database: Path) -> FastAPI:
         connection.execute(f"PRAGMA {pragma}")
     connection.execute("CREATE TABLE run (id INTEGER PRIMARY KEY, workflow TEXT, inputs TEXT)")
     app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
 
     @app.post("/workflows/{workflow_id}/runs", status_code=202)
     async def accept(workflow_id: str, request: Request) -> Response:
@@ -88,7 +92,7 @@ def post_floor(calls: int) -> PostFloor:
         server = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                _wait_listening(http, server)
+                wait_ready(http, "/readyz", server, every=0.02)
                 for i in range(WARM_UP + calls):
                     start = time.perf_counter()
                     answer = http.post("/workflows/w/runs", json={"inputs": {"1": 2.0 + i % 7}})
@@ -100,19 +104,6 @@ def post_floor(calls: int) -> PostFloor:
             server.terminate()
             server.wait(timeout=30)
     return got
-
-
-def _wait_listening(http: httpx.Client, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the bare service exited during start-up")
-        try:
-            http.get("/")  # 404: it answers
-            return
-        except httpx.TransportError:
-            time.sleep(0.02)
-    raise RuntimeError("the bare service did not answer in 30 s")
 
 
 def main(calls: int) -> None:

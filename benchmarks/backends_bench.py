@@ -79,7 +79,7 @@ from tests.support.invokeai_server import free_port, running_server
 from tests.support.postgres_server import find_binaries, running_postgres
 
 from ._report import Report, Row
-from .gateway_bench import _wait_ready
+from .gateway_bench import wait_ready
 
 __all__ = ["run"]
 
@@ -122,7 +122,8 @@ def gateway(invokeai_url: str, database_url: str | None = None) -> Iterator[tupl
         proc = subprocess.Popen(command, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, proc)
+            with httpx.Client(timeout=2) as http:
+                wait_ready(http, f"{url}/readyz", proc)
             _wait_all_healthy(url)
             yield url, proc.pid
         finally:

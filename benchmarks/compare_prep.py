@@ -31,7 +31,7 @@ from tests.support.invokeai_server import free_port, shipped_workflows_dir
 from tests.support.workflow_factory import chain_workflow
 
 from ._legacy import WORK, run_driver
-from .gateway_bench import ROOT, rss_mb
+from .gateway_bench import ROOT, rss_mb, wait_ready
 
 
 @dataclass
@@ -122,27 +122,13 @@ def cold_start(invokeai: str, data_dir: str) -> tuple[float, float]:
     proc = subprocess.Popen(command, cwd=ROOT)
     try:
         with httpx.Client(timeout=2) as http:
-            ready = _poll_ready(http, url, proc)
+            ready = wait_ready(http, url, proc, every=0.01)
         took = ready - start
         time.sleep(3)
         return took, rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _poll_ready(http: httpx.Client, url: str, proc: subprocess.Popen[bytes]) -> float:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the gateway exited during startup")
-        try:
-            if http.get(url).status_code == 200:
-                return time.perf_counter()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError("the gateway did not become ready in 60 s")
 
 
 def compile_sources() -> None:

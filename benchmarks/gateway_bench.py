@@ -53,25 +53,34 @@ def gateway_process(invokeai_url: str) -> Iterator[tuple[str, int]]:
         proc = subprocess.Popen(command, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, proc)
+            with httpx.Client(timeout=2) as http:
+                wait_ready(http, f"{url}/readyz", proc)
             yield url, proc.pid
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_ready(
+    http: httpx.Client, url: str, proc: subprocess.Popen[bytes], *, every: float = 0.2
+) -> float:
+    """Poll ``url`` every ``every`` seconds until it answers 200, while ``proc`` (the server
+    started for it) runs; the ``perf_counter`` of that answer.
+
+    Raises:
+        RuntimeError: ``proc`` exited first, or 60 s passed.
+    """
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("the gateway exited during startup")
+            raise RuntimeError(f"the server for {url} exited during start-up")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
+            if http.get(url).status_code == 200:
+                return time.perf_counter()
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
-    raise RuntimeError("the gateway did not become ready")
+        time.sleep(every)
+    raise RuntimeError(f"{url} did not answer 200 within 60 s")
 
 
 def rss_mb(pid: int) -> float:
